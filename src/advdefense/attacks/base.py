@@ -1,0 +1,134 @@
+"""The one call convention shared by every attack.
+
+An attack is a stateless object: all parameters at construction, then
+``attack(model, images, labels) -> adversarial images``. ``model`` is any ``nn.Module`` that
+maps (N, 1, 28, 28) float images in [0, 1] to (N, 2) logits (a member, the stacker, a whole
+preprocessed pipeline). ``attack.run(...)`` returns an :class:`AttackResult` with per-example
+details. The model's train/eval mode is restored in ``finally`` and gradients are taken with
+respect to the input only (``torch.autograd.grad``), so parameters' ``.grad`` stay untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from advdefense.checks import check_images, check_labels
+
+
+@dataclass
+class AttackResult:
+    """What an attack produced for a batch of N images.
+
+    Attributes:
+        images: (N, 1, 28, 28) adversarial images in [0, 1], on the input's device.
+        success: (N,) bool, True where the model misclassifies the adversarial image.
+        queries: (N,) int64 forward queries spent per example (0 where not counted).
+        info: per-example extras, each an (N, ...) tensor (e.g. ``angle``, ``dx``, ``dy``).
+    """
+
+    images: torch.Tensor
+    success: torch.Tensor
+    queries: torch.Tensor
+    info: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode and restore its previous modes (per submodule) afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+class Attack:
+    """Base class: subclasses implement :meth:`_run` on one chunk of images.
+
+    Args:
+        batch_size: images per chunk; bounds memory whatever the input size.
+        progress: show a progress bar over chunks.
+        seed: seed of the attack's own random generator (never the global one).
+    """
+
+    name = "attack"
+
+    def __init__(self, batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
+        if int(batch_size) < 1:
+            from advdefense.checks import ConfigError
+
+            raise ConfigError("attack.batch_size", batch_size, "a positive integer")
+        self.batch_size, self.progress, self.seed = int(batch_size), bool(progress), int(seed)
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Return adversarial images, (N, 1, 28, 28) in [0, 1]."""
+        return self.run(model, images, labels).images
+
+    def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
+        """Attack ``images`` (N, 1, 28, 28) in [0, 1] with true ``labels`` (N,) in {0, 1}."""
+        check_images(images)
+        check_labels(labels, images.shape[0])
+        generator = torch.Generator(device=images.device)
+        generator.manual_seed(self.seed)
+        parts: list[AttackResult] = []
+        chunks = range(0, images.shape[0], self.batch_size)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc=self.name, unit="chunk", leave=False)
+        with eval_mode(model):
+            for start in chunks:
+                sl = slice(start, start + self.batch_size)
+                parts.append(self._run(model, images[sl].detach(), labels[sl], generator))
+        return _concat(parts, images)
+
+    def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             generator: torch.Generator) -> AttackResult:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+def _concat(parts: list[AttackResult], like: torch.Tensor) -> AttackResult:
+    if not parts:
+        empty = torch.zeros(0, dtype=torch.bool, device=like.device)
+        return AttackResult(like.clone(), empty, empty.long())
+    keys = parts[0].info.keys()
+    return AttackResult(
+        images=torch.cat([p.images for p in parts]),
+        success=torch.cat([p.success for p in parts]),
+        queries=torch.cat([p.queries for p in parts]),
+        info={k: torch.cat([p.info[k] for p in parts]) for k in keys},
+    )
+
+
+def input_grad(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               loss: str = "ce") -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed loss w.r.t. ``images`` only, and the logits (detached).
+
+    ``loss="ce"`` is cross-entropy with ``labels``; ``loss="margin"`` is the logit margin
+    ``z_other - z_label`` (the CW loss for two classes). Parameters' ``.grad`` are untouched.
+    """
+    x = images.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        if loss == "ce":
+            value = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        else:
+            true = logits.gather(1, labels[:, None]).squeeze(1)
+            other = logits.masked_fill(
+                nn.functional.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(1)
+            value = (other - true).sum()
+        (grad,) = torch.autograd.grad(value, x)
+    return grad, logits.detach()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Predicted class, (N,) int64, without tracking gradients."""
+    return model(images).argmax(1)
