@@ -1,0 +1,83 @@
+"""Ensembles of members as plain ``nn.Module``s (the paper's integrated model and baselines).
+
+Every ensemble maps images (N, 1, 28, 28) in [0, 1] to (N, 2) logits end to end, each member
+applying its own preprocessing, so an attack can target the whole integrated model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advdefense.checks import ConfigError, check_choice
+
+COMBINERS = ("mlp", "vote", "mean")
+
+
+class MemberEnsemble(nn.Module):
+    """Base: runs the named members and combines their logits.
+
+    Args:
+        members: name -> member pipeline, each (N, 1, 28, 28) -> (N, 2) logits.
+    """
+
+    def __init__(self, members: dict[str, nn.Module]) -> None:
+        super().__init__()
+        if not members:
+            raise ConfigError("model.members", [], "at least one member name")
+        self.members = nn.ModuleDict(members)
+
+    def member_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, M, 2) logits of the M members, in the order of ``self.members``."""
+        return torch.stack([m(images) for m in self.members.values()], dim=1)
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.member_logits(images))
+
+
+class StackedLogits(MemberEnsemble):
+    """The integrated model: an MLP over the concatenated member logits (M x 2 features)."""
+
+    def __init__(self, members: dict[str, nn.Module], head: nn.Module) -> None:
+        super().__init__(members)
+        self.head = head
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.head(logits.flatten(1))
+
+
+class MajorityVote(MemberEnsemble):
+    """Majority vote of the members' predicted classes.
+
+    The output is (N, 2) vote fractions plus a tie-break of 1e-3 x the mean member logit, so
+    ``argmax`` is the majority class (ties go to the class with the larger mean logit). Hard
+    votes have zero gradient, so the backward pass is straight-through: it is the gradient of
+    the members' mean softmax probabilities (a soft vote), and white-box attacks see through
+    the vote instead of being masked by it.
+    """
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        soft = logits.softmax(2).mean(1)
+        hard = nn.functional.one_hot(logits.argmax(2), logits.shape[2]).to(soft.dtype).mean(1)
+        return soft + (hard - soft).detach() + 1e-3 * logits.mean(1)
+
+
+class MeanLogits(MemberEnsemble):
+    """The mean of the members' logits."""
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.mean(1)
+
+
+def build_ensemble(combine: str, members: dict[str, nn.Module], head: nn.Module | None = None
+                   ) -> MemberEnsemble:
+    """Build the ensemble of kind ``combine`` ('mlp', 'vote' or 'mean') over ``members``."""
+    check_choice("model.combine", combine, COMBINERS)
+    if combine == "mlp":
+        if head is None:
+            raise ConfigError("model.head", None, "an MLP head is required for combine='mlp'")
+        return StackedLogits(members, head)
+    return MajorityVote(members) if combine == "vote" else MeanLogits(members)

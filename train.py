@@ -1,0 +1,16 @@
+"""Train a member or an ensemble: ``python train.py [group=option ...] [key=value ...]``."""
+
+import hydra
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from advdefense.cli.train import train
+
+    metrics = train(cfg)
+    return metrics.get("val/acc")
+
+
+if __name__ == "__main__":
+    main()
