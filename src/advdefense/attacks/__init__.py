@@ -1,5 +1,25 @@
-"""Attacks sharing one call convention: ``attack(model, images, labels) -> images``."""
+"""Attacks sharing one call convention: ``attack(model, images, labels) -> images``.
+
+``ATTACKS`` maps a short name to the class; :func:`build_attack` builds one by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 from advdefense.attacks.base import Attack, AttackResult, eval_mode, input_grad, predict
+from advdefense.attacks.fgsm import FGSM
+from advdefense.attacks.pgd import PGD
+from advdefense.checks import check_choice
 
-__all__ = ["Attack", "AttackResult", "eval_mode", "input_grad", "predict"]
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD}
+
+
+def build_attack(name: str, **kwargs: Any) -> Attack:
+    """Build the attack registered as ``name`` (see ``ATTACKS``) with constructor ``kwargs``."""
+    check_choice("attack.name", name, sorted(ATTACKS))
+    return ATTACKS[name](**kwargs)
+
+
+__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "PGD", "build_attack", "eval_mode",
+           "input_grad", "predict"]

@@ -132,3 +132,44 @@ def input_grad(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Predicted class, (N,) int64, without tracking gradients."""
     return model(images).argmax(1)
+
+
+# --- helpers shared by the attack modules (additive; the public API above is unchanged) ---
+
+def check_int(key: str, value: int, lo: int = 1) -> int:
+    """Return ``int(value)``; raise ConfigError unless it is an integer >= ``lo``."""
+    from advdefense.checks import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(key, value, f"must be an integer >= {lo}")
+    return int(value)
+
+
+def other_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Target class for targeted attacks: the highest-scoring class other than ``labels``.
+
+    For the two-class models of this project this is ``1 - labels``; nothing assumes 10
+    classes. Shape: logits (N, K), labels (N,) -> (N,) int64.
+    """
+    mask = nn.functional.one_hot(labels, logits.shape[1]).bool()
+    return logits.masked_fill(mask, float("-inf")).argmax(1)
+
+
+def example_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """Per-example loss (N,) that :func:`input_grad` sums: cross-entropy or logit margin."""
+    if loss == "ce":
+        return nn.functional.cross_entropy(logits, labels, reduction="none")
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    mask = nn.functional.one_hot(labels, logits.shape[1]).bool()
+    return logits.masked_fill(mask, float("-inf")).amax(1) - true
+
+
+def improves(success: torch.Tensor, score: torch.Tensor, best_success: torch.Tensor,
+             best_score: torch.Tensor) -> torch.Tensor:
+    """Where (success, score) beats the best so far: success first, then the higher score."""
+    return (success & ~best_success) | ((success == best_success) & (score > best_score))
+
+
+def counts(n: int, value: int, like: torch.Tensor) -> torch.Tensor:
+    """An (n,) int64 tensor filled with ``value`` on ``like``'s device (query counts)."""
+    return torch.full((n,), int(value), dtype=torch.int64, device=like.device)
