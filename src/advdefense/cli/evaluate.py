@@ -1,0 +1,169 @@
+"""Evaluate registry models under the attack grid (the only evaluation module that knows Hydra).
+
+Turns ``cfg`` (conf/evaluate.yaml) into plain arguments for
+:func:`advdefense.evaluation.pipeline.evaluate_models`, then writes the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from advdefense.checks import ConfigError, check_choice
+from advdefense.cli.common import build, log, plain, print_table, setup_wandb_env
+from advdefense.evaluation.cache import CellCache, file_hash
+from advdefense.evaluation.grid import MissingSurrogateError
+from advdefense.evaluation.pipeline import SanityConfig, SweepConfig, evaluate_models, subsample
+from advdefense.evaluation.threats import THREATS, AttackSpec, EvalModel
+from advdefense.registry import list_models, load_model, model_path
+
+TRAIN_SURROGATE = "python train.py preprocess=none defense=none"
+
+
+def _load(name: str, path: Path) -> EvalModel:
+    return EvalModel(name, load_model(path), file_hash(path))
+
+
+def load_models(cfg: DictConfig) -> list[EvalModel]:
+    """``ckpt=<file>``, else ``eval.models`` (names), else every registry entry."""
+    if cfg.get("ckpt"):
+        path = Path(cfg.ckpt)
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such model file")
+        return [_load(path.stem, path)]
+    models_dir = Path(cfg.paths.models_dir)
+    names = list(cfg.eval.models) if cfg.eval.get("models") else list_models(models_dir)
+    if not names:
+        raise FileNotFoundError(
+            f"no models in {models_dir}; train them first, e.g. "
+            "python train.py -m preprocess=none,blur,squeeze defense=fgsm,blackbox")
+    missing = [n for n in names if not model_path(models_dir, n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"eval.models names {missing}, not in {models_dir}; "
+                                f"available: {list_models(models_dir)}")
+    return [_load(n, model_path(models_dir, n)) for n in names]
+
+
+def load_surrogate(cfg: DictConfig, threats: list[str]) -> EvalModel | None:
+    """The transfer surrogate named by ``eval.surrogate``; a clear error if it is missing."""
+    if "transfer" not in threats:
+        return None
+    name = cfg.eval.surrogate
+    path = model_path(cfg.paths.models_dir, name)
+    if not path.is_file():
+        raise MissingSurrogateError(
+            f"the transfer threat model crafts its attacks on the surrogate '{name}', but "
+            f"{path} does not exist. Train it with `{TRAIN_SURROGATE}`, or leave transfer out: "
+            "eval.threats=[whitebox,blackbox]")
+    return _load(name, path)
+
+
+def attack_specs(cfg: DictConfig) -> list[AttackSpec]:
+    """The configured attacks (``eval.attacks.<name>`` nodes with a ``_target_``)."""
+    specs = []
+    where = cfg.eval.get("attack_threats") or {}
+    only = cfg.eval.get("only_attacks")
+    for name, node in (cfg.eval.get("attacks") or {}).items():
+        if node is None or (only is not None and name not in only):
+            continue
+        if "_target_" not in node:
+            log.warning("eval.attacks.%s has no _target_ (is conf/attack/ missing it?): skipped",
+                        name)
+            continue
+        threats = tuple(where.get(name, ["transfer", "whitebox"]))
+        for t in threats:
+            check_choice(f"eval.attack_threats.{name}", t, THREATS)
+        specs.append(AttackSpec(str(name), build(node, f"eval.attacks.{name}"), plain(node), threats))
+    return specs
+
+
+def sweep_config(cfg: DictConfig) -> SweepConfig | None:
+    """eps-sweep factories built from the grid's own FGSM / PGD nodes with eps overridden."""
+    s = cfg.eval.get("sweep")
+    if not s or not s.get("enabled", True):
+        return None
+    factories: dict[str, Any] = {}
+    attacks = cfg.eval.get("attacks") or {}
+    ratio = s.get("alpha_ratio")
+    for name in s.attacks:
+        node = attacks.get(name)
+        if node is None or "_target_" not in node:
+            continue
+        extra = dict(s.get("overrides", {}).get(name) or {})
+
+        def make(eps: float, node: DictConfig = node, extra: dict = extra, name: str = name) -> Any:
+            kw = dict(extra)
+            if name == "pgd" and ratio:
+                kw["alpha"] = max(eps * float(ratio), 1e-3)
+            return build(node, f"eval.attacks.{name}", eps=eps, **kw)
+
+        factories[name] = (make, plain(node) | {"sweep": extra, "alpha_ratio": ratio})
+    return SweepConfig(n=int(s.n), eps=list(s.eps), threats=list(s.threats), factories=factories,
+                       angles=list(s.angles), shifts=list(s.shifts), gradient_n=int(s.gradient_n))
+
+
+def _data(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    from advdefense.data import load_mnist67
+
+    images, labels = load_mnist67("test", root=cfg.eval.get("data_root"))
+    idx = subsample(labels, cfg.eval.get("n"), int(cfg.get("seed", 0)))
+    return images[idx], labels[idx]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run the configured evaluation; returns the pipeline's result dict."""
+    threats = list(cfg.eval.threats)
+    for t in threats:
+        check_choice("eval.threats", t, THREATS)
+    n = cfg.eval.get("n")
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ConfigError("eval.n", n, "a positive integer, or null for all 1,986 test images")
+    models = load_models(cfg)
+    surrogate = load_surrogate(cfg, threats)
+    images, labels = _data(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    cache = CellCache(cfg.eval.cache_dir, enabled=bool(cfg.eval.cache))
+    s = cfg.eval.sanity
+    result = evaluate_models(
+        models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
+        sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad)),
+        seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
+        meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt")})
+    from advdefense.report import write_report
+
+    report = write_report(out_dir, models_dir=cfg.paths.models_dir)
+    _summary(result["rows"])
+    log.info("report: %s (cache hits %d)", report, cache.hits)
+    if "wandb" in (cfg.get("logger") or {}):
+        _log_wandb(cfg, out_dir, result["rows"])
+    return result
+
+
+def _summary(rows: list[dict[str, Any]]) -> None:
+    table = [{"model": r["model"], "threat": r["threat"], "attack": r["attack"],
+              "acc": r["accuracy"], "95% CI": f"[{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]",
+              "f1": r["f1"], "flags": ",".join(r["flags"]) or "-"} for r in rows]
+    print_table("evaluation grid (accuracy with Wilson 95% CI)", table)
+
+
+def _log_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """The grid as a W&B table, the plots as images (offline unless WANDB_MODE says otherwise)."""
+    setup_wandb_env()
+    import wandb
+
+    node = cfg.logger.wandb
+    run = wandb.init(project=node.get("project", "advdefense"), name=str(cfg.name),
+                     job_type="evaluate", dir=str(out_dir),
+                     config=OmegaConf.to_container(cfg.eval, resolve=True))
+    try:
+        cols = [c for c in rows[0] if c not in ("confusion", "flags")] + ["confusion", "flags"]
+        table = wandb.Table(columns=cols, data=[[str(r[c]) if c in ("confusion", "flags") else r[c]
+                                                 for c in cols] for r in rows])
+        run.log({"grid": table})
+        for png in sorted(out_dir.glob("plots/*.png")):
+            run.log({f"plots/{png.stem}": wandb.Image(str(png))})
+    finally:
+        run.finish()

@@ -1,0 +1,155 @@
+"""One evaluation run with plain arguments: grid, worst cases, sweeps, sanity checks, files.
+
+``cli/evaluate.py`` turns the Hydra config into these arguments; nothing here knows Hydra.
+Files written to ``out_dir`` (atomically): ``results.json``, ``results.csv``,
+``sweeps.json`` (eps / rotation / shift sweeps), ``checks.json`` and ``examples.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from advdefense.evaluation.cache import CellCache, cell_key
+from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
+from advdefense.evaluation.results import to_row, write_csv, write_json
+from advdefense.evaluation.sanity import apply_flags, gradient_checks, grid_checks, sweep_checks
+from advdefense.evaluation.sweeps import eps_sweep, spatial_sweep
+from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable
+from advdefense.evaluation.worst_case import add_worst_cases
+from advdefense.registry import atomic_write_text
+
+
+@dataclass
+class SweepConfig:
+    """What the sweeps run on (see :mod:`advdefense.evaluation.sweeps`).
+
+    ``factories`` maps an attack name (``fgsm``, ``pgd``) to (eps -> attack, base config).
+    """
+
+    n: int = 200
+    eps: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+    threats: Sequence[str] = ("whitebox", "transfer")
+    factories: dict[str, tuple[Callable[[float], Any], dict[str, Any]]] = field(default_factory=dict)
+    angles: Sequence[float] = tuple(range(-30, 31, 5))
+    shifts: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3)
+    gradient_n: int = 64
+
+
+@dataclass
+class SanityConfig:
+    tol: float = 0.01
+    eps1_max_acc: float = 0.05
+    max_zero_grad: float = 0.05
+
+
+def subsample(labels: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
+    """Sorted indices of a deterministic stratified subset of ``n`` items (all if None)."""
+    from advdefense.data import stratified_split
+
+    if n is None or n >= len(labels):
+        return torch.arange(len(labels))
+    taken, _ = stratified_split(labels.numpy(), int(n), seed)
+    return torch.from_numpy(np.asarray(taken, dtype=np.int64))
+
+
+def subset_id(split: str, idx: torch.Tensor) -> str:
+    return f"{split}:{len(idx)}:" + cell_key({"idx": idx.tolist()})[:16]
+
+
+def _need_surrogate(threats: Sequence[str], surrogate: EvalModel | None) -> None:
+    if "transfer" in threats and surrogate is None:
+        raise MissingSurrogateError("the transfer threat model needs the surrogate")
+
+
+def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
+                    images: torch.Tensor, labels: torch.Tensor, threats: Sequence[str],
+                    surrogate: EvalModel | None, cache: CellCache, out_dir: str | Path,
+                    sweep: SweepConfig | None = None, sanity: SanityConfig | None = None,
+                    seed: int = 0, progress: bool = True,
+                    meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the grid (and sweeps), check it, write the result files; returns everything.
+
+    Args:
+        models: evaluated models.
+        attacks: configured attacks (the clean row is added automatically).
+        images: (N, 1, 28, 28) float in [0, 1], already subsampled; labels (N,) in {0, 1}.
+        threats: subset of ('transfer', 'whitebox', 'blackbox').
+        surrogate: transfer surrogate (required if 'transfer' in threats).
+        cache: the cell cache.
+        out_dir: output folder.
+        sweep: sweep settings, or None to skip sweeps (and the checks that need them).
+        sanity: sanity-check tolerances.
+
+    Returns:
+        ``{"rows", "records", "sweeps", "checks", "meta"}``.
+    """
+    _need_surrogate(threats, surrogate)
+    sanity = sanity or SanityConfig()
+    start = time.perf_counter()
+    sid = subset_id("test", torch.arange(len(labels))) + cell_key({"l": labels.tolist()})[:8]
+    grid = Grid(images, labels, cache, sid, surrogate)
+    records = add_worst_cases(run_grid(grid, models, attacks, threats, progress), labels)
+    rows = [to_row(r, labels) for r in records]
+    sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
+    checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol)
+    if sweep is not None:
+        sweeps, more = _run_sweeps(models, images, labels, surrogate, cache, sweep, sanity,
+                                   seed, progress)
+        checks += more
+    apply_flags(rows, checks)
+    meta = (meta or {}) | {"n": len(labels), "threats": list(threats),
+                           "models": [m.name for m in models],
+                           "attacks": {s.name: s.config for s in attacks},
+                           "surrogate": surrogate.name if surrogate else None,
+                           "cache_hits": cache.hits, "attack_calls": grid.attack_calls,
+                           "seconds": round(time.perf_counter() - start, 2)}
+    _write(Path(out_dir), rows, records, sweeps, checks, meta)
+    _write_examples(Path(out_dir), records, images, labels)
+    return {"rows": rows, "records": records, "sweeps": sweeps, "checks": checks, "meta": meta}
+
+
+def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch.Tensor,
+                surrogate: EvalModel | None, cache: CellCache, sweep: SweepConfig,
+                sanity: SanityConfig, seed: int, progress: bool
+                ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    idx = subsample(labels, sweep.n, seed)
+    x, y = images[idx], labels[idx]
+    threats = [t for t in sweep.threats if t != "transfer" or surrogate is not None]
+    grid = Grid(x, y, cache, subset_id("sweep", idx) + cell_key({"l": labels.tolist()})[:8],
+                surrogate)
+    eps_rows = eps_sweep(grid, models, sweep.factories, sweep.eps, threats, progress)
+    spatial_rows = spatial_sweep(models, x, y, sweep.angles, sweep.shifts)
+    checks = sweep_checks(eps_rows, sanity.tol, sanity.eps1_max_acc)
+    g = min(sweep.gradient_n, len(y))
+    checks += gradient_checks({m.name: attackable(m.module) for m in models}, x[:g], y[:g],
+                              sanity.max_zero_grad)
+    return {"eps": eps_rows, "spatial": spatial_rows}, checks
+
+
+def _write(out: Path, rows: list[dict[str, Any]], records: list[dict[str, Any]],
+           sweeps: dict[str, Any], checks: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", rows, meta)
+    write_csv(out / "results.csv", rows)
+    atomic_write_text(out / "sweeps.json", json.dumps(sweeps))
+    atomic_write_text(out / "checks.json", json.dumps(checks, indent=1))
+
+
+def _write_examples(out: Path, records: list[dict[str, Any]], images: torch.Tensor,
+                    labels: torch.Tensor, k: int = 4) -> None:
+    """``examples.json``: the first ``k`` originals and each cell's adversarial versions."""
+    cells = [{key: r[key] for key in ("model", "attack", "threat", "examples", "pred")}
+             for r in records if r.get("examples", {}).get("adv")]
+    for c in cells:
+        c["pred"] = c["pred"][:k]
+    originals = [[round(float(v), 4) for v in img.flatten()] for img in images[:k]]
+    payload = {"originals": originals, "labels": labels[:k].tolist(), "cells": cells}
+    atomic_write_text(out / "examples.json", json.dumps(payload))

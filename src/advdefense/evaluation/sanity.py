@@ -1,0 +1,161 @@
+"""Sanity checks against gradient masking (Carlini et al. 2019, "On Evaluating Adversarial
+Robustness"; Athalye et al. 2018). Each check yields results
+``{check, model, threat, attack, passed, detail}`` and, when it fails, a flag name added to
+the ``flags`` of the affected result rows.
+
+Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
+
+* ``eps0_not_clean``: eps = 0 must give exactly the clean accuracy (eps sweep).
+* ``acc_rises_with_eps``: accuracy must not rise with eps by more than ``tol`` (eps sweep).
+* ``fgsm_beats_pgd``: PGD at least as strong as FGSM at the same eps (grid and sweep).
+* ``transfer_beats_whitebox``: white-box at least as strong as transfer, per attack and
+  for the worst case (grid).
+* ``blackbox_beats_whitebox``: the black-box worst case not stronger than the white-box one.
+* ``eps1_not_broken``: at eps = 1 every model falls to at most ``eps1_max_acc`` under the
+  white-box iterative eps-sweep attacks (PGD; any image is then reachable, so nothing can be
+  robust). One FGSM step is exempt: at eps = 1 it maps every pixel to 0 or 1 along the
+  gradient sign, which need not cross the boundary.
+* ``zero_gradient``: the input gradient of the attacked model is nonzero on (almost) every
+  example, through every preprocessing (checked on exactly what the white-box attacks see).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from advdefense.evaluation.worst_case import WORST
+
+Check = dict[str, Any]
+
+
+def _check(name: str, model: str, threat: str, attack: str, passed: bool, detail: str) -> Check:
+    return {"check": name, "model": model, "threat": threat, "attack": attack,
+            "passed": bool(passed), "detail": detail}
+
+
+def gradient_fraction(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of examples whose cross-entropy input gradient is exactly zero.
+
+    Shape: images (N, 1, 28, 28) in [0, 1], labels (N,) -> a float in [0, 1].
+    """
+    x = images.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        loss = nn.functional.cross_entropy(model(x), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x, allow_unused=True)
+    if grad is None:
+        return 1.0
+    return float((grad.flatten(1).abs().amax(1) == 0).double().mean())
+
+
+def gradient_checks(models: dict[str, nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                    max_zero: float = 0.05) -> list[Check]:
+    """``zero_gradient`` for each attacked model (``name -> attackable module``)."""
+    out = []
+    for name, module in models.items():
+        frac = gradient_fraction(module, images, labels)
+        out.append(_check("zero_gradient", name, "whitebox", "*", frac <= max_zero,
+                          f"{frac:.1%} of {len(labels)} examples have an all-zero input gradient"))
+    return out
+
+
+def sweep_checks(rows: Sequence[dict[str, Any]], tol: float = 0.01,
+                 eps1_max_acc: float = 0.05) -> list[Check]:
+    """eps = 0, monotonicity, PGD vs FGSM and eps = 1 on eps-sweep rows (see sweeps.py)."""
+    clean = {r["model"]: r["accuracy"] for r in rows if r["eps"] is None}
+    curves: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for r in rows:
+        if r["eps"] is not None:
+            curves[(r["model"], r["attack"], r["threat"])].append((r["eps"], r["accuracy"]))
+    out = []
+    for (model, attack, threat), pts in curves.items():
+        pts.sort()
+        acc = dict(pts)
+        if 0.0 in acc and model in clean:
+            ok = abs(acc[0.0] - clean[model]) < 1e-9
+            out.append(_check("eps0_not_clean", model, threat, attack, ok,
+                              f"eps=0 acc {acc[0.0]:.4f} vs clean {clean[model]:.4f}"))
+        rises = [(a, b) for (e0, a), (e1, b) in zip(pts, pts[1:], strict=False) if b > a + tol]
+        out.append(_check("acc_rises_with_eps", model, threat, attack, not rises,
+                          f"accuracy vs eps {[(e, round(a, 3)) for e, a in pts]}"))
+        if threat == "whitebox" and attack != "fgsm" and 1.0 in acc:
+            out.append(_check("eps1_not_broken", model, threat, attack, acc[1.0] <= eps1_max_acc,
+                              f"acc {acc[1.0]:.4f} at eps=1 (max allowed {eps1_max_acc})"))
+        if attack == "fgsm" and (model, "pgd", threat) in curves:
+            pgd = dict(curves[(model, "pgd", threat)])
+            bad = [e for e in acc if e in pgd and pgd[e] > acc[e] + tol]
+            out.append(_check("fgsm_beats_pgd", model, threat, "pgd", not bad,
+                              f"PGD weaker than FGSM at eps {bad}" if bad else "PGD <= FGSM at every eps"))
+    return out
+
+
+def _acc(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(r["model"], r["attack"], r["threat"]): r for r in rows}
+
+
+def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
+                tol: float = 0.01) -> list[Check]:
+    """PGD vs FGSM, white-box vs transfer and black-box vs white-box on the grid's rows.
+
+    Args:
+        rows: result rows (``model``, ``attack``, ``threat``, ``accuracy``).
+        eps: attack name -> its eps (None if not an L-infinity attack), so that PGD and FGSM
+            are only compared when PGD's eps is at least FGSM's.
+    """
+    by = _acc(rows)
+    out = []
+    for (model, attack, threat), r in by.items():
+        acc = r["accuracy"]
+        fgsm = by.get((model, "fgsm", threat))
+        if attack == "pgd" and fgsm and (eps.get("pgd") or 0) >= (eps.get("fgsm") or 0):
+            out.append(_check("fgsm_beats_pgd", model, threat, "pgd",
+                              acc <= fgsm["accuracy"] + tol,
+                              f"PGD {acc:.4f} vs FGSM {fgsm['accuracy']:.4f}"))
+        tr = by.get((model, attack, "transfer"))
+        if threat == "whitebox" and attack != "none" and tr:
+            out.append(_check("transfer_beats_whitebox", model, threat, attack,
+                              acc <= tr["accuracy"] + tol,
+                              f"white-box {acc:.4f} vs transfer {tr['accuracy']:.4f}"))
+        wb = by.get((model, WORST, "whitebox"))
+        if threat == "blackbox" and attack == WORST and wb:
+            out.append(_check("blackbox_beats_whitebox", model, "whitebox", WORST,
+                              acc >= wb["accuracy"] - tol,
+                              f"black-box worst case {acc:.4f} vs white-box {wb['accuracy']:.4f}"))
+    return out
+
+
+_MODEL_WIDE = {"zero_gradient", "eps0_not_clean", "acc_rises_with_eps", "eps1_not_broken",
+               "blackbox_beats_whitebox"}
+
+
+def _affected(check: Check, row: dict[str, Any]) -> bool:
+    if row["model"] != check["model"]:
+        return False
+    if row["threat"] == "all":
+        return True
+    if row["threat"] != check["threat"]:
+        return False
+    if check["check"] in _MODEL_WIDE:
+        return True
+    attacks = {check["attack"], WORST} | ({"fgsm"} if check["check"] == "fgsm_beats_pgd" else set())
+    return row["attack"] in attacks
+
+
+def apply_flags(rows: list[dict[str, Any]], checks: Sequence[Check]) -> None:
+    """Add each failed check's name to the ``flags`` of the rows it affects (in place).
+
+    Model-wide checks (gradients, eps sweep, black box vs white box) flag every row of the
+    model under that threat; pairwise ones flag the two attacks' rows and the worst case.
+    The model's ``all``-threats worst case gets every flag of the model.
+    """
+    for check in checks:
+        if check["passed"]:
+            continue
+        for row in rows:
+            flags = row.setdefault("flags", [])
+            if _affected(check, row) and check["check"] not in flags:
+                flags.append(check["check"])

@@ -1,0 +1,87 @@
+"""Sweeps for the plots and the sanity checks, on a (smaller) subset.
+
+* eps sweep: accuracy vs eps for FGSM and PGD (``attack_at_eps(eps)`` builds the attack),
+  under the given threat models. It runs through the same cached :class:`Grid` as the main
+  grid, so eps = 0 is a real attack call (not a shortcut) and reruns are free.
+* spatial sweep: accuracy under one fixed rotation (degrees about the centre; the sign is only a
+  convention, the sweep is symmetric) or one fixed shift (pixels; ``dx`` right, ``dy`` down), zero
+  padding, bilinear sampling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from advdefense.evaluation.grid import Grid
+from advdefense.evaluation.threats import CLEAN, AttackSpec, EvalModel, predict_logits
+
+
+def eps_sweep(grid: Grid, models: Sequence[EvalModel],
+              factories: dict[str, tuple[Callable[[float], Any], dict[str, Any]]],
+              eps_values: Sequence[float], threats: Sequence[str],
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Rows ``{model, attack, threat, eps, accuracy, n}``; eps ``None`` = clean images.
+
+    Args:
+        grid: a grid over the sweep subset.
+        factories: attack name -> (eps -> attack, base config for the cache key).
+        eps_values: L-infinity radii in [0, 1].
+        threats: 'whitebox' and/or 'transfer'.
+    """
+    from tqdm.auto import tqdm
+
+    labels = grid.labels
+    jobs = [(m, name, t, e) for t in threats for name in factories for e in eps_values
+            for m in models]
+    rows = []
+    for m in models:
+        rec = grid.cell(m, AttackSpec(CLEAN, None), "whitebox")
+        rows.append(_row(rec, labels, "clean", "any", None))
+    for m, name, threat, eps in tqdm(jobs, desc="eps sweep", unit="cell", disable=not progress):
+        make, config = factories[name]
+        spec = AttackSpec(f"{name}@{eps:g}", make(float(eps)), config | {"eps": float(eps)},
+                          (threat,))
+        rows.append(_row(grid.cell(m, spec, threat), labels, name, threat, float(eps)))
+    return rows
+
+
+def _row(record: dict[str, Any], labels: torch.Tensor, attack: str, threat: str,
+         eps: float | None) -> dict[str, Any]:
+    correct = int((torch.tensor(record["pred"]) == labels).sum())
+    return {"model": record["model"], "attack": attack, "threat": threat, "eps": eps,
+            "accuracy": correct / max(len(labels), 1), "n": len(labels)}
+
+
+def affine(images: torch.Tensor, angle: float = 0.0, dx: float = 0.0, dy: float = 0.0) -> torch.Tensor:
+    """Rotate by ``angle`` degrees about the centre, then shift by (dx, dy) pixels.
+
+    Shape: (N, 1, 28, 28) in [0, 1] -> same; zero padding, bilinear, clamped to [0, 1].
+    """
+    n, _, h, w = images.shape
+    a = math.radians(float(angle))
+    cos, sin = math.cos(a), math.sin(a)
+    theta = torch.tensor([[cos, -sin, -2 * dx / w], [sin, cos, -2 * dy / h]],
+                         dtype=images.dtype).expand(n, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)
+    return out.clamp(0.0, 1.0)
+
+
+def spatial_sweep(models: Sequence[EvalModel], images: torch.Tensor, labels: torch.Tensor,
+                  angles: Sequence[float], shifts: Sequence[float]) -> list[dict[str, Any]]:
+    """Rows ``{model, kind: 'angle'|'dx'|'dy', value, accuracy, n}`` (forward passes only)."""
+    points = [("angle", float(a), affine(images, angle=a)) for a in angles]
+    points += [("dx", float(s), affine(images, dx=s)) for s in shifts]
+    points += [("dy", float(s), affine(images, dy=s)) for s in shifts]
+    rows = []
+    for m in models:
+        for kind, value, x in points:
+            pred = predict_logits(m.module, x).argmax(1)
+            rows.append({"model": m.name, "kind": kind, "value": value, "n": len(labels),
+                         "accuracy": float((pred == labels).double().mean())})
+    return rows

@@ -1,0 +1,71 @@
+"""Per-example worst case over attacks (an example is robust only if every attack failed).
+
+For a model and a threat model, with A attacks (the clean row included, so a clean mistake
+is never counted as robust):
+
+* ``robust[i] = all_a(pred[a, i] == label[i])``;
+* the worst-case prediction is the label where robust, the other class elsewhere (two
+  classes), so precision/recall/F1 follow from it;
+* the worst-case confidence (for accuracy at 80% coverage) is chosen the way an adversary
+  facing an abstaining model would: where some attack succeeded, the *most* confident wrong
+  prediction; where none did, the *least* confident correct one.
+
+The threat ``all`` combines every threat model's attacks: the most honest single number.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+WORST = "worst_case"
+ALL_THREATS = "all"
+
+
+def worst_case(records: list[dict[str, Any]], labels: torch.Tensor,
+               threat: str | None = None) -> dict[str, Any]:
+    """The ``worst_case`` record over ``records`` (same model, each with ``pred``/``conf``).
+
+    Args:
+        records: cell records of one model, N predictions each.
+        labels: (N,) int64 in {0, 1}.
+        threat: threat of the new record (default: that of the first record).
+    """
+    if not records:
+        raise ValueError("worst_case needs at least one attack record")
+    preds = torch.tensor([r["pred"] for r in records], dtype=torch.long)  # (A, N)
+    conf = torch.tensor([r["conf"] for r in records], dtype=torch.double)  # (A, N)
+    correct = preds == labels[None, :]
+    robust = correct.all(0)
+    wrong_conf = conf.masked_fill(correct, float("-inf")).amax(0)
+    right_conf = conf.masked_fill(~correct, float("inf")).amin(0)
+    chosen = torch.where(robust, right_conf, wrong_conf)
+    pred = torch.where(robust, labels, 1 - labels)
+    first = records[0]
+    return {
+        "model": first["model"], "attack": WORST, "threat": threat or first["threat"],
+        "n": len(labels), "key": "", "pred": pred.tolist(), "conf": chosen.tolist(),
+        "seconds": round(sum(r.get("seconds", 0.0) for r in records), 3),
+        "info": {"over": [f"{r['threat']}/{r['attack']}" for r in records]},
+        "examples": {"index": [], "adv": []},
+    }
+
+
+def add_worst_cases(records: list[dict[str, Any]], labels: torch.Tensor,
+                    all_threats: bool = True) -> list[dict[str, Any]]:
+    """``records`` plus one worst-case record per (model, threat), and per model over all."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        if r["attack"] == WORST:
+            continue
+        groups[(r["model"], r["threat"])].append(r)
+        if r["attack"] != "none" or not by_model[r["model"]]:
+            by_model[r["model"]].append(r)
+    out = list(records)
+    out += [worst_case(group, labels) for group in groups.values()]
+    if all_threats and len({t for _, t in groups}) > 1:
+        out += [worst_case(group, labels, ALL_THREATS) for group in by_model.values()]
+    return out
