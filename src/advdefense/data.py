@@ -528,6 +528,7 @@ class Mnist67DataModule(pl.LightningDataModule):
     * ``train_set`` / ``val_set``: a stratified split of MNIST's train split seeded by
       ``seed`` (defaults: 10,183 / 2,000 images); ``train_subset`` keeps a stratified subset
       of the training part only (the validation set does not depend on it).
+      ``train_indices`` / ``val_indices`` give their rows in the 6/7 train split.
     * ``test_set``: every 6 and 7 of MNIST's test split (1,986), or a stratified subset of
       ``test_subset`` images.
 
@@ -569,6 +570,8 @@ class Mnist67DataModule(pl.LightningDataModule):
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
+        self.train_indices: np.ndarray | None = None  # rows of the 6/7 train split
+        self.val_indices: np.ndarray | None = None
         self._splits: Splits | None = None
 
     def _get(self) -> Splits:
@@ -597,6 +600,7 @@ class Mnist67DataModule(pl.LightningDataModule):
             _check_int("data.test_subset", self.test_subset, 1, len(sy))
             keep, _ = stratified_split(sy, self.test_subset, (self.seed, 2))
             sx, sy = sx[keep], sy[keep]
+        self.train_indices, self.val_indices = train_idx, val_idx
         self.train_set = TensorDataset(*to_tensors(tx[train_idx], ty[train_idx]))
         self.val_set = TensorDataset(*to_tensors(tx[val_idx], ty[val_idx]))
         self.test_set = TensorDataset(*to_tensors(sx, sy))
