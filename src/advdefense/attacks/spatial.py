@@ -1,0 +1,231 @@
+"""Worst-case rotation and translation: exhaustive grid or worst-of-k random search.
+
+Engstrom, Tran, Tsipras, Schmidt, Madry, "Exploring the Landscape of Spatial Robustness"
+(first titled "A Rotation and a Translation Suffice"), ICML 2019,
+https://arxiv.org/abs/1712.02779. The ``uae_warmup`` preset follows the MNIST warm-up
+evaluation of Google's Unrestricted Adversarial Examples challenge (Brown et al. 2018,
+https://arxiv.org/abs/1809.08352).
+
+Sign convention everywhere: ``angle`` in degrees, positive = counterclockwise as the image is
+displayed (row 0 at the top); ``dx`` in pixels, positive = to the right; ``dy`` in pixels,
+positive = down. Rotation is about the image centre ((W-1)/2, (H-1)/2), then the shift is
+applied; bilinear interpolation, zero (black) padding (kornia ``warp_affine``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from kornia.geometry.transform import resize, warp_affine
+from torch import nn
+
+from advdefense.attacks.base import Attack, AttackResult, check_int, improves
+from advdefense.checks import check_choice, check_range
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Engstrom et al.: +-3 px in x and y (5 values each), +-30 degrees (31 values): 775.
+    "engstrom": dict(max_angle=30.0, max_shift=3.0, n_angles=31, n_shifts=5, shrink=False,
+                     mass_tolerance=None),
+    # UAE warm-up: shrink to 20x20 + 4 px black border, +-10 px (5 values), +-10 degrees
+    # (11 values) = 275; a transform is allowed only if the pixel mass changes by < 10%.
+    "uae_warmup": dict(max_angle=10.0, max_shift=10.0, n_angles=11, n_shifts=5, shrink=True,
+                       mass_tolerance=0.1),
+}
+
+
+def shrink_pad(images: torch.Tensor, size: int = 20) -> torch.Tensor:
+    """Resize (N, C, 28, 28) digits to ``size`` x ``size`` (bilinear, antialiased) and pad
+    back to 28 x 28 with a black border ((28 - size) / 2 = 4 px on each side for 20)."""
+    h = images.shape[-1]
+    pad = (h - size) // 2
+    small = resize(images, (size, size), interpolation="bilinear", antialias=True)
+    return nn.functional.pad(small, (pad, h - size - pad, pad, h - size - pad)).clamp_(0.0, 1.0)
+
+
+def affine_matrices(angle: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
+                    size: tuple[int, int] = (28, 28)) -> torch.Tensor:
+    """(N, 2, 3) source-to-destination matrices: rotate ``angle`` degrees counterclockwise
+    about the centre, then shift by (dx, dy) pixels (+x right, +y down)."""
+    theta = angle * (math.pi / 180.0)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    cx, cy = (size[1] - 1) / 2.0, (size[0] - 1) / 2.0
+    # y points down, so a visually counterclockwise rotation is [[c, s], [-s, c]].
+    tx = cx - cos * cx - sin * cy + dx
+    ty = cy + sin * cx - cos * cy + dy
+    row0 = torch.stack([cos, sin, tx], -1)
+    row1 = torch.stack([-sin, cos, ty], -1)
+    return torch.stack([row0, row1], -2)
+
+
+def warp(images: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor,
+         dy: torch.Tensor) -> torch.Tensor:
+    """Rotate and shift each image by its own parameters (each (N,)); bilinear, black fill."""
+    m = affine_matrices(angle.to(images), dx.to(images), dy.to(images), images.shape[-2:])
+    out = warp_affine(images, m, dsize=tuple(images.shape[-2:]), mode="bilinear",
+                      padding_mode="zeros", align_corners=True)
+    return out.clamp_(0.0, 1.0)
+
+
+def spatial_transform(images: torch.Tensor, angle: torch.Tensor | float,
+                      dx: torch.Tensor | float, dy: torch.Tensor | float,
+                      shrink: bool = False) -> torch.Tensor:
+    """The transform the attack applies: optional shrink-and-pad, then :func:`warp`.
+
+    Shape: images (N, 1, 28, 28) in [0, 1]; angle (degrees), dx, dy (pixels) scalars or (N,).
+    """
+    n = images.shape[0]
+    params = [torch.as_tensor(v, dtype=images.dtype, device=images.device).expand(n)
+              for v in (angle, dx, dy)]
+    base = shrink_pad(images) if shrink else images
+    return warp(base, *params)
+
+
+class SpatialGrid(Attack):
+    """Worst-case rotation + translation from a grid (or from k random draws) per example.
+
+    Every candidate transform of every image is evaluated (batched over images and
+    transforms, forward passes only, no gradients). Per example the attack returns the
+    misclassified transform with the highest cross-entropy; if no candidate misclassifies, the
+    highest-cross-entropy candidate (closest to flipping; ``success`` is then False). The
+    identity (0 deg, 0 px, 0 px) is part of every grid with odd value counts, so on the
+    ``uae_warmup`` preset the unmoved shrunk image is always a candidate. With a mass check,
+    disallowed candidates are skipped (never queried, never returned); if none is allowed the
+    identity of the (shrunk) image is returned.
+
+    Shape:
+        images (N, 1, 28, 28) float in [0, 1]; labels (N,) int64; output same as images.
+        ``result.info``: ``angle`` (N,) degrees, ``dx``, ``dy`` (N,) pixels of the returned
+        transform; ``spatial_transform(images, angle, dx, dy, shrink)`` reproduces the output.
+
+    Args:
+        preset: ``"engstrom"``, ``"uae_warmup"`` or None (= engstrom values as defaults);
+            explicitly given arguments override the preset's.
+        max_angle: largest rotation in degrees, in [0, 180]; angles span [-max, max].
+        max_shift: largest shift in pixels, in [0, 28]; dx and dy span [-max, max].
+        n_angles: grid values of the angle, >= 1 (1 = only 0 degrees).
+        n_shifts: grid values of dx and of dy each, >= 1 (1 = only 0 px).
+        mode: ``"grid"`` (exhaustive, n_shifts^2 * n_angles transforms) or ``"random"``
+            (worst of ``k`` transforms drawn uniformly from the ranges per example).
+        k: random draws per example in random mode, >= 1.
+        shrink: resize to 20x20 and pad a 4 px black border before transforming.
+        mass_tolerance: allow a transform only if |mass after - mass before| < tol * mass
+            before (mass = sum of intensities of the possibly shrunk image); None = no check.
+        eval_batch: warped images per forward pass (memory bound), >= 1.
+        batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
+    """
+
+    name = "spatial"
+
+    def __init__(self, preset: str | None = "engstrom", max_angle: float | None = None,
+                 max_shift: float | None = None, n_angles: int | None = None,
+                 n_shifts: int | None = None, mode: str = "grid", k: int = 10,
+                 shrink: bool | None = None, mass_tolerance: float | None = None,
+                 eval_batch: int = 4096, batch_size: int = 256, progress: bool = False,
+                 seed: int = 0) -> None:
+        super().__init__(batch_size, progress, seed)
+        check_choice("attack.preset", preset, [None, *PRESETS])
+        given = dict(max_angle=max_angle, max_shift=max_shift, n_angles=n_angles,
+                     n_shifts=n_shifts, shrink=shrink, mass_tolerance=mass_tolerance)
+        cfg = {**PRESETS[preset or "engstrom"], **{k_: v for k_, v in given.items()
+                                                    if v is not None}}
+        check_range("attack.max_angle", cfg["max_angle"], 0.0, 180.0)
+        check_range("attack.max_shift", cfg["max_shift"], 0.0, 28.0)
+        self.max_angle, self.max_shift = float(cfg["max_angle"]), float(cfg["max_shift"])
+        self.n_angles = check_int("attack.n_angles", cfg["n_angles"])
+        self.n_shifts = check_int("attack.n_shifts", cfg["n_shifts"])
+        check_choice("attack.mode", mode, ["grid", "random"])
+        self.mode, self.k = mode, check_int("attack.k", k)
+        self.shrink = bool(cfg["shrink"])
+        tol = cfg["mass_tolerance"]
+        if tol is not None:
+            check_range("attack.mass_tolerance", tol, 0.0, None, lo_open=True)
+        self.mass_tolerance = None if tol is None else float(tol)
+        self.eval_batch = check_int("attack.eval_batch", eval_batch)
+
+    def grid(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(T, 3) grid of (angle deg, dx px, dy px); angle outermost, then dx, then dy."""
+        def values(lim: float, n: int) -> torch.Tensor:
+            return torch.linspace(-lim, lim, n, device=device) if n > 1 else torch.zeros(
+                1, device=device)
+
+        a, x, y = torch.meshgrid(values(self.max_angle, self.n_angles),
+                                 values(self.max_shift, self.n_shifts),
+                                 values(self.max_shift, self.n_shifts), indexing="ij")
+        return torch.stack([a.flatten(), x.flatten(), y.flatten()], 1)
+
+    def transform(self, images: torch.Tensor, angle: torch.Tensor | float,
+                  dx: torch.Tensor | float, dy: torch.Tensor | float) -> torch.Tensor:
+        """Apply this attack's transform (with its shrink setting) to ``images``."""
+        return spatial_transform(images, angle, dx, dy, shrink=self.shrink)
+
+    def allowed(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the mass check between (N, 1, H, W) images before and after warping."""
+        if self.mass_tolerance is None:
+            return torch.ones(before.shape[0], dtype=torch.bool, device=before.device)
+        m0, m1 = before.sum((1, 2, 3)), after.sum((1, 2, 3))
+        diff = (m1 - m0).abs()
+        return (diff < self.mass_tolerance * m0) | (diff == 0)
+
+    def _candidates(self, n: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+        """(n, T, 3) candidate (angle, dx, dy) per example."""
+        if self.mode == "grid":
+            g = self.grid(device)
+            return g.unsqueeze(0).expand(n, *g.shape)
+        u = torch.rand((n, self.k, 3), generator=generator, device=device) * 2 - 1
+        lim = torch.tensor([self.max_angle, self.max_shift, self.max_shift], device=device)
+        return u * lim
+
+    def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             generator: torch.Generator) -> AttackResult:
+        n, dev = images.shape[0], images.device
+        base = shrink_pad(images) if self.shrink else images
+        cand = self._candidates(n, dev, generator)
+        best_s = torch.zeros(n, dtype=torch.bool, device=dev)
+        best_loss = torch.full((n,), float("-inf"), device=dev)
+        best_idx = torch.full((n,), -1, dtype=torch.int64, device=dev)
+        queries = torch.zeros(n, dtype=torch.int64, device=dev)
+        per = max(1, self.eval_batch // max(n, 1))
+        for t0 in range(0, cand.shape[1], per):
+            succ, loss, ok = self._score(model, base, labels, cand[:, t0:t0 + per])
+            queries += ok.sum(1)
+            has = succ.any(1)
+            j = torch.where(has, loss.masked_fill(~succ, float("-inf")).argmax(1), loss.argmax(1))
+            block_loss = loss.gather(1, j[:, None]).squeeze(1)
+            better = improves(has, block_loss, best_s, best_loss) & block_loss.isfinite()
+            best_idx = torch.where(better, t0 + j, best_idx)
+            best_s, best_loss = best_s | (better & has), torch.where(better, block_loss, best_loss)
+        chosen = cand[torch.arange(n, device=dev), best_idx.clamp(min=0)]
+        chosen = chosen.masked_fill((best_idx < 0)[:, None], 0.0)
+        angle, dx, dy = chosen.unbind(1)
+        out = warp(base, angle, dx, dy)
+        with torch.no_grad():
+            success = model(out).argmax(1) != labels
+        return AttackResult(out, success, queries, {"angle": angle, "dx": dx, "dy": dy})
+
+    def _score(self, model: nn.Module, base: torch.Tensor, labels: torch.Tensor,
+               cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Misclassified, cross-entropy (-inf where disallowed) and allowed, each (n, b)."""
+        n, b = cand.shape[:2]
+        flat = cand.reshape(-1, 3)
+        src = base.repeat_interleave(b, 0)
+        warped = warp(src, flat[:, 0], flat[:, 1], flat[:, 2])
+        ok = self.allowed(src, warped)
+        y = labels.repeat_interleave(b)
+        loss = torch.full((n * b,), float("-inf"), device=base.device)
+        succ = torch.zeros(n * b, dtype=torch.bool, device=base.device)
+        if bool(ok.all()):
+            logits = _forward(model, warped)
+            loss, succ = nn.functional.cross_entropy(logits, y, reduction="none"), \
+                logits.argmax(1) != y
+        elif bool(ok.any()):
+            logits = _forward(model, warped[ok])
+            loss[ok] = nn.functional.cross_entropy(logits, y[ok], reduction="none")
+            succ[ok] = logits.argmax(1) != y[ok]
+        return succ.view(n, b), loss.view(n, b), ok.view(n, b)
+
+
+@torch.no_grad()
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x).float()

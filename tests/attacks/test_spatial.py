@@ -1,0 +1,106 @@
+"""Spatial grid: reproducible outputs, finds the one failing transform, UAE validity, sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advdefense.attacks import SpatialGrid
+from advdefense.attacks.spatial import shrink_pad, spatial_transform
+
+
+class FailsOnlyAt(nn.Module):
+    """Predicts class 0 everywhere except on images equal to one of ``refs`` (then class 1)."""
+
+    def __init__(self, refs: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("refs", refs.flatten(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dist = (x.flatten(1)[:, None] - self.refs[None]).abs().amax(-1).amin(1)
+        hit = (dist < 1e-4).float()
+        return torch.stack([1.0 - hit, hit], 1) * 5.0
+
+
+def test_grid_sizes() -> None:
+    assert SpatialGrid().grid().shape == (775, 3)
+    assert SpatialGrid(preset="uae_warmup").grid().shape == (275, 3)
+    uae = SpatialGrid(preset="uae_warmup").grid()
+    assert (uae == 0).all(1).any()  # identity is part of the uae grid
+    assert set(uae[:, 0].tolist()) == {float(a) for a in range(-10, 11, 2)}
+    assert set(uae[:, 1].tolist()) == {-10.0, -5.0, 0.0, 5.0, 10.0}
+
+
+def test_outputs_reproduced_by_reported_parameters(undefended_cnn, digits) -> None:
+    x, y = digits[0][:6], digits[1][:6]
+    for attack in (SpatialGrid(n_angles=7), SpatialGrid(preset="uae_warmup", n_angles=5),
+                   SpatialGrid(mode="random", k=20, seed=1)):
+        res = attack.run(undefended_cnn, x, y)
+        again = attack.transform(x, res.info["angle"], res.info["dx"], res.info["dy"])
+        torch.testing.assert_close(res.images, again, atol=1e-6, rtol=0)
+        assert not torch.equal(res.images, x)  # something happened
+        assert res.info["angle"].abs().max() <= attack.max_angle
+        assert res.info["dx"].abs().max() <= attack.max_shift
+
+
+def test_grid_finds_the_single_failing_transform(digits) -> None:
+    x = digits[0][:3]
+    y = torch.zeros(3, dtype=torch.int64)
+    angle = torch.tensor([12.0, -30.0, 0.0])
+    dx, dy = torch.tensor([1.5, 0.0, -3.0]), torch.tensor([-3.0, 3.0, 0.0])
+    model = FailsOnlyAt(spatial_transform(x, angle, dx, dy))
+    res = SpatialGrid(eval_batch=1000).run(model, x, y)
+    assert res.success.all()
+    assert torch.equal(res.info["angle"], angle)
+    assert torch.equal(res.info["dx"], dx) and torch.equal(res.info["dy"], dy)
+    assert (res.queries == 775).all()
+
+
+def test_uae_mass_check_rejects_lossy_transforms(digits) -> None:
+    attack = SpatialGrid(preset="uae_warmup")
+    x = shrink_pad(digits[0][:8])
+    mass = x.sum((1, 2, 3))
+    gone = spatial_transform(x, 0.0, 10.0, 10.0)  # the digit leaves the frame partly
+    lost = 1 - gone.sum((1, 2, 3)) / mass
+    assert (lost >= 0.1).any()
+    assert torch.equal(attack.allowed(x, gone), lost.abs() < 0.1)
+    assert attack.allowed(x, x).all()
+    # the attack never returns a disallowed transform and skips (does not query) them
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
+    res = attack.run(model, digits[0][:8], digits[1][:8])
+    assert attack.allowed(x, res.images).all()
+    assert (res.queries < 275).any() and (res.queries >= 1).all()
+
+
+def test_uae_shrink_layout(digits) -> None:
+    x = shrink_pad(digits[0][:4])
+    border = torch.ones(28, 28, dtype=torch.bool)
+    border[4:24, 4:24] = False
+    assert (x[:, 0][:, border] == 0).all()
+
+
+def test_random_mode_is_seeded(undefended_cnn, digits) -> None:
+    x, y = digits[0][:4], digits[1][:4]
+    a = SpatialGrid(mode="random", k=5, seed=3).run(undefended_cnn, x, y)
+    b = SpatialGrid(mode="random", k=5, seed=3).run(undefended_cnn, x, y)
+    assert torch.equal(a.images, b.images) and (a.queries == 5).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(preset="bogus"), dict(max_angle=-1.0),
+                                    dict(n_angles=0), dict(mode="walk"), dict(k=0),
+                                    dict(mass_tolerance=0.0)])
+def test_bad_parameters(kwargs) -> None:
+    from advdefense.checks import ConfigError
+
+    with pytest.raises(ConfigError):
+        SpatialGrid(**kwargs)
+
+
+def test_sign_convention() -> None:
+    img = torch.zeros(1, 1, 28, 28)
+    img[0, 0, 13, 20] = 1.0  # right of the centre (13.5, 13.5)
+    up = spatial_transform(img, 90.0, 0.0, 0.0)  # counterclockwise: right -> up
+    assert up[0, 0].argmax().item() == 7 * 28 + 13
+    moved = spatial_transform(img, 0.0, 2.0, 3.0)  # +dx right, +dy down
+    assert moved[0, 0, 16, 22] == pytest.approx(1.0, abs=1e-5)
