@@ -31,9 +31,11 @@ def build(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
                           f"could not be built: {exc}") from exc
 
 
-def plain(node: DictConfig | None) -> Any:
+def plain(node: Any) -> Any:
     """A resolved plain-Python copy of a config node (for registry specs and logs)."""
-    return None if node is None else OmegaConf.to_container(node, resolve=True)
+    if OmegaConf.is_config(node):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
 
 
 def setup_wandb_env() -> None:

@@ -67,14 +67,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: pl.Trainer = build(cfg.trainer, "trainer", callbacks=build_callbacks(cfg), logger=loggers)
     for lg in loggers:
         lg.log_hyperparams(plain(cfg) | {"name": cfg.name})
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    checkpoint = trainer.checkpoint_callback
-    best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
-    if best:
-        model.load_state_dict(_load_weights(best))
+    metrics: dict[str, float] = {}
+    if getattr(model, "trainable", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        checkpoint = trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
+        if best:
+            model.load_state_dict(_load_weights(best))
+    else:
+        log.info("'%s' has no trainable parameters: testing and registering it as is", cfg.name)
     if cfg.get("test"):
-        metrics |= {k: float(v) for k, v in trainer.test(model, datamodule=datamodule)[0].items()}
+        metrics |= {k: float(v) for k, v in trainer.test(model, datamodule=datamodule, verbose=False)[0].items()}
     if cfg.get("register") and trainer.is_global_zero:
         kind, spec = registry_spec(cfg, model)
         path = save_model(model_path(cfg.paths.models_dir, cfg.name), model.model, kind, cfg.name,

@@ -6,5 +6,6 @@ from advdefense.defenses.base import (
     NoDefense,
     TrainingDefense,
 )
+from advdefense.defenses.blackbox import BlackBoxAugmentation
 
-__all__ = ["AdversarialTraining", "MixedDefense", "NoDefense", "TrainingDefense"]
+__all__ = ["AdversarialTraining", "BlackBoxAugmentation", "MixedDefense", "NoDefense", "TrainingDefense"]
