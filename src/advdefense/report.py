@@ -1,0 +1,199 @@
+"""The evaluation report: the paper's Tables I-VII with our numbers beside them, the full grid,
+the sanity checks and the plots. Reads the pipeline's files; never runs a model.
+
+    from advdefense.report import write_report
+    write_report("logs/evaluate/runs/<run>")   # -> <run>/report.md + <run>/plots/*.png
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from advdefense.registry import atomic_write_text
+
+DASH = "—"
+THREAT_COLS = ("transfer", "whitebox")
+
+
+def paper_tables() -> dict[str, Any]:
+    """The paper's published numbers (package data ``resources/paper_tables.json``)."""
+    text = resources.files("advdefense").joinpath("resources/paper_tables.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    return DASH if v is None else f"{v:.{digits}f}"
+
+
+def _index(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    return {(r["model"], r["attack"], r["threat"]): r for r in rows}
+
+
+def _ours(idx: dict, model: str, attack: str, threat: str, keys: tuple[str, ...]) -> list[str]:
+    r = idx.get((model, attack, threat))
+    if r is None:
+        return [DASH] * len(keys)
+    flag = " ⚠" if r.get("flags") else ""
+    return [_f(r.get(k)) + (flag if k == keys[-1] else "") for k in keys]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def _missing(model: str, present: set[str], train: str) -> list[str]:
+    if model in present:
+        return []
+    return [f"*`{model}` is not in this evaluation (not in the registry or not selected); "
+            f"train it with `{train}`. Its cells show {DASH}.*", ""]
+
+
+def single_model_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list[str]:
+    """Tables I-V: paper P/R/F1 beside ours (transfer = comparable, white-box = honest)."""
+    idx, present = _index(rows), {r["model"] for r in rows}
+    keys = ("precision", "recall", "f1")
+    out: list[str] = []
+    for num, t in paper["tables"].items():
+        out += [f"### Table {num}: {t['title']} (ours: `{t['model']}`)", ""]
+        out += _missing(t["model"], present, t["train"])
+        body = []
+        for attack, vals in t["rows"].items():
+            ours = paper["attack_map"].get(attack, attack)
+            body.append([f"{attack} (`{ours}`)", *[_f(vals[k]) for k in keys],
+                         *_ours(idx, t["model"], ours, "transfer", keys),
+                         *_ours(idx, t["model"], ours, "whitebox", keys + ("accuracy",))])
+        out += _md_table(["attack", "paper P", "paper R", "paper F1", "ours transfer P", "R", "F1",
+                          "ours white-box P", "R", "F1", "acc"], body) + [""]
+    return out
+
+
+def integrated_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list[str]:
+    """Table VI (members, present or not) and Table VII (stacker) beside the paper."""
+    present, idx = {r["model"] for r in rows}, _index(rows)
+    mem = paper["members"]
+    out = [f"### {mem['title']}", ""]
+    out += _md_table(["#", "member", "in this evaluation"],
+                     [[k, f"`{v}`", "yes" if v in present else f"no: `{mem['train']}`"]
+                      for k, v in mem["rows"].items()]) + [""]
+    t = paper["integrated"]
+    out += [f"### {t['title']} (ours: `{t['model']}`)", "",
+            "The paper's rows apply an extra preprocessing (clean / gaussian / squeeze) before the "
+            "integrated model; ours has no extra stage, so our stacker's row for each attack is "
+            "repeated beside each of the paper's three preprocessing rows.", ""]
+    out += _missing(t["model"], present, t["train"])
+    keys = ("accuracy", "precision", "recall", "f1")
+    body = []
+    for name, vals in t["rows"].items():
+        pre, attack = name.split("/")
+        ours = paper["attack_map"].get("clean" if attack == "none" else attack, attack)
+        body.append([pre, f"{attack} (`{ours}`)", *[_f(vals[k]) for k in keys],
+                     *_ours(idx, t["model"], ours, "transfer", keys),
+                     *_ours(idx, t["model"], ours, "whitebox", keys)])
+    out += _md_table(["paper preprocess", "attack", "paper acc", "P", "R", "F1",
+                      "ours transfer acc", "P", "R", "F1", "ours white-box acc", "P", "R", "F1"],
+                     body) + [""]
+    return out
+
+
+def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Per model: clean accuracy and the worst case per threat model, with 95% CIs."""
+    idx = _index(rows)
+    threats = [t for t in ("transfer", "whitebox", "blackbox", "all")
+               if any(r["threat"] == t for r in rows)]
+    body = []
+    for m in sorted({r["model"] for r in rows}):
+        clean = next((r for r in rows if r["model"] == m and r["attack"] == "none"), None)
+        cells = [_ci(clean)]
+        for t in threats:
+            cells.append(_ci(idx.get((m, "worst_case", t))))
+        body.append([f"`{m}`", *cells])
+    return _md_table(["model", "clean acc", *[f"worst case: {t}" for t in threats]], body) + [""]
+
+
+def _ci(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return DASH
+    flag = " ⚠" if r.get("flags") else ""
+    return f"{r['accuracy']:.3f} [{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]{flag}"
+
+
+def full_grid(rows: list[dict[str, Any]]) -> list[str]:
+    body = [[f"`{r['model']}`", r["threat"], r["attack"], str(r["n"]), _ci(r), _f(r["precision"]),
+             _f(r["recall"]), _f(r["f1"]), _f(r["accuracy_at_80"]), str(r["confusion"]),
+             ", ".join(r.get("flags") or []) or "-"] for r in rows]
+    return _md_table(["model", "threat", "attack", "n", "accuracy [95% CI]", "precision", "recall",
+                      "F1", "acc@80%", "confusion", "flags"], body) + [""]
+
+
+def sanity_section(checks: list[dict[str, Any]]) -> list[str]:
+    failed = [c for c in checks if not c["passed"]]
+    out = [f"{len(checks) - len(failed)} of {len(checks)} checks passed.", ""]
+    if failed:
+        out += ["**Failed (the affected rows carry the flag and ⚠):**", ""]
+        out += _md_table(["check", "model", "threat", "attack", "detail"],
+                         [[c["check"], f"`{c['model']}`", c["threat"], c["attack"], c["detail"]]
+                          for c in failed]) + [""]
+    passed = sorted({c["check"] for c in checks if c["passed"]})
+    if passed:
+        out += ["Checks with passing instances: " + ", ".join(f"`{p}`" for p in passed), ""]
+    return out
+
+
+def _read(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text("utf-8")) if path.is_file() else default
+
+
+def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any],
+               examples: dict[str, Any]) -> list[Path]:
+    """All PNG plots into ``out_dir/plots``; returns the written paths."""
+    from advdefense.evaluation import plots
+
+    pdir = out_dir / "plots"
+    made = [plots.plot_eps(sweeps.get("eps", []), a, pdir / f"eps_{a}.png") for a in ("fgsm", "pgd")]
+    made.append(plots.plot_spatial(sweeps.get("spatial", []), ("angle",), pdir / "rotation.png"))
+    made.append(plots.plot_spatial(sweeps.get("spatial", []), ("dx", "dy"), pdir / "shift.png"))
+    cells = examples.get("cells", [])
+    for attack in sorted({c["attack"] for c in cells}):
+        made.append(plots.plot_examples(examples["originals"], cells, attack,
+                                        pdir / f"examples_{attack}.png"))
+    made.append(plots.plot_confusions(rows, pdir / "confusion.png"))
+    return [p for p in made if p is not None]
+
+
+def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
+                 plots: bool = True) -> Path:
+    """Write ``report.md`` (and the plots) from the result files in ``out_dir``."""
+    from advdefense.evaluation.results import read_json
+
+    out_dir = Path(out_dir)
+    data = read_json(out_dir / "results.json")
+    rows, meta = data["rows"], data.get("meta", {})
+    sweeps = _read(out_dir / "sweeps.json", {})
+    checks = _read(out_dir / "checks.json", [])
+    made = make_plots(out_dir, rows, sweeps, _read(out_dir / "examples.json", {})) if plots else []
+    paper = paper_tables()
+    lines = ["# Evaluation report", "",
+             f"Test images: n = {meta.get('n')}; models: {', '.join(meta.get('models', []))}; "
+             f"threat models: {', '.join(meta.get('threats', []))}; transfer surrogate: "
+             f"`{meta.get('surrogate')}`; models dir: `{models_dir or meta.get('models_dir')}`.", "",
+             "Accuracy, precision and recall (positive class = digit 7) have 95% Wilson intervals "
+             "in results.json; accuracy@80% abstains on the 20% least confident examples "
+             "(confidence = max logit, as the UAE kit). `worst_case` counts an example as robust "
+             "only if every attack of the threat model (clean included) failed on it; threat "
+             "`all` takes the worst case over every threat model. ⚠ marks rows flagged by a sanity "
+             "check (see the end).", "",
+             "## Robust accuracy (worst case per threat model)", "", *robust_summary(rows),
+             "## The paper's tables beside ours", "",
+             *[f"* {n}" for n in paper["notes"]], "",
+             *single_model_tables(rows, paper), *integrated_tables(rows, paper),
+             "## Full grid", "", *full_grid(rows),
+             "## Sanity checks against gradient masking", "", *sanity_section(checks)]
+    if made:
+        lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in made] + [""]
+    path = out_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path
