@@ -19,7 +19,8 @@ def config_digest(cfg: DictConfig) -> str:
     keep = {k: plain(cfg.get(k)) for k in ("data", "model", "trainer", "seed")}
     for k in ("default_root_dir",):
         keep["trainer"].pop(k, None)
-    keep["data"].pop("root", None)
+    for k in ("root", "num_workers", "timeout", "mirrors", "sources", "checksums"):
+        keep["data"].pop(k, None)
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,69 @@
+"""Training defenses: what the training step learns from."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from advdefense.attacks.fgsm import FGSM
+from advdefense.checks import ConfigError
+from advdefense.defenses import AdversarialTraining, MixedDefense, NoDefense
+
+
+class LinearModel(nn.Module):
+    """logits = [0, w . x]: the CE gradient w.r.t. x is known in closed form."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(1, 1, 28, 28))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x * self.w).flatten(1).sum(1, keepdim=True)
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+def test_no_defense_returns_the_batch():
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
+    out_x, out_y = NoDefense()(nn.Identity(), x, y)
+    assert out_x is x and out_y is y
+
+
+def test_fgsm_defense_matches_closed_form_and_stays_in_ball():
+    torch.manual_seed(0)
+    model = LinearModel()
+    x = torch.rand(6, 1, 28, 28) * 0.6 + 0.2
+    y = torch.tensor([0, 1, 0, 1, 1, 0])
+    eps = 0.1
+    out_x, out_y = AdversarialTraining(FGSM(eps=eps), adv_fraction=1.0)(model, x, y)
+    assert out_x.shape[0] == 12 and torch.equal(out_y, torch.cat([y, y]))
+    adv = out_x[6:]
+    # d CE / d z for logits [0, z]: sigmoid(z) - y; d z / d x = w.
+    z = (x * model.w).flatten(1).sum(1)
+    sign = torch.sign((torch.sigmoid(z) - y.float())[:, None, None, None] * model.w)
+    torch.testing.assert_close(adv, (x + eps * sign).clamp(0, 1))
+    assert (adv - x).abs().max() <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    assert model.w.grad is None
+
+
+def test_fraction_and_replacement():
+    model = LinearModel()
+    x, y = torch.rand(10, 1, 28, 28), torch.randint(0, 2, (10,))
+    out_x, out_y = AdversarialTraining(FGSM(eps=0.2), adv_fraction=0.3, keep_clean=False)(model, x, y)
+    assert out_x.shape[0] == 10 and torch.equal(out_y, y)
+    assert not torch.equal(out_x[:3], x[:3]) and torch.equal(out_x[3:], x[3:])
+
+
+def test_mixed_defense_splits_the_batch():
+    model = LinearModel()
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 2, (8,))
+    mixed = MixedDefense([NoDefense(), AdversarialTraining(FGSM(eps=0.2), keep_clean=False)])
+    out_x, out_y = mixed(model, x, y)
+    assert torch.equal(out_x[:4], x[:4]) and not torch.equal(out_x[4:], x[4:])
+    assert torch.equal(out_y, y)
+
+
+@pytest.mark.parametrize("kwargs", [{"adv_fraction": 0.0}, {"adv_fraction": 1.5}])
+def test_bad_fraction(kwargs):
+    with pytest.raises(ConfigError, match="defense.adv_fraction"):
+        AdversarialTraining(FGSM(eps=0.1), **kwargs)

@@ -1,0 +1,103 @@
+"""Preprocessing: what each step does to images, and that gradients pass through it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advdefense.checks import ConfigError
+from advdefense.preprocess import (
+    FeatureSqueeze,
+    GaussianBlur,
+    Identity,
+    feature_squeeze,
+    gaussian_blur,
+    median_filter,
+    quantize,
+)
+
+
+def high_freq_energy(x: torch.Tensor) -> float:
+    """Energy of the horizontal and vertical pixel differences."""
+    return float((x.diff(dim=-1) ** 2).sum() + (x.diff(dim=-2) ** 2).sum())
+
+
+def test_blur_lowers_high_frequency_energy(mnist67_test):
+    x = mnist67_test[0][:32]
+    out = GaussianBlur(sigma=2.0, kernel_size=9)(x)
+    assert out.shape == x.shape
+    assert high_freq_energy(out) < 0.3 * high_freq_energy(x)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_blur_keeps_a_constant_image_and_mass():
+    x = torch.full((2, 1, 28, 28), 0.4)
+    torch.testing.assert_close(gaussian_blur(x, 1.5, 7), x)
+
+
+def test_median_removes_isolated_salt_pixels():
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 5, 5] = x[0, 0, 20, 9] = 1.0
+    x[0, 0, 10:16, 10:16] = 1.0  # a solid block survives
+    out = median_filter(x, 3)
+    assert out[0, 0, 5, 5] == 0 and out[0, 0, 20, 9] == 0
+    assert out[0, 0, 12, 12] == 1
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 8])
+def test_bit_depth_gives_exactly_2_to_the_bits_levels(bits):
+    x = torch.linspace(0, 1, 28 * 28 * 4).reshape(4, 1, 28, 28)
+    levels = quantize(x, bits).unique()
+    assert len(levels) == 2**bits
+    torch.testing.assert_close(levels, torch.linspace(0, 1, 2**bits))
+
+
+def test_quantize_straight_through_gradient_is_identity_and_plain_is_zero():
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    (g_st,) = torch.autograd.grad(quantize(x, 1, straight_through=True).sum(), x)
+    torch.testing.assert_close(g_st, torch.ones_like(x))
+    (g_plain,) = torch.autograd.grad(quantize(x, 1, straight_through=False).sum(), x)
+    assert g_plain.abs().sum() == 0
+
+
+@pytest.mark.parametrize("module", [Identity(), GaussianBlur(2.0, 9), FeatureSqueeze(3, 1, True),
+                                    FeatureSqueeze(3, None)])
+def test_gradients_flow_through_every_preprocessing(module, mnist67_test):
+    x = mnist67_test[0][:4].clone().requires_grad_(True)
+    weights = torch.randn(1, 1, 28, 28)
+    (grad,) = torch.autograd.grad((module(x) * weights).sum(), x)
+    assert grad.abs().sum() > 0
+    assert torch.isfinite(grad).all()
+
+
+def test_blur_gradcheck_float64():
+    x = torch.rand(1, 1, 9, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 1.0, 3), (x,))
+
+
+def test_function_and_module_agree(mnist67_test):
+    x = mnist67_test[0][:8]
+    torch.testing.assert_close(GaussianBlur(1.3, 5)(x), gaussian_blur(x, 1.3, 5))
+    torch.testing.assert_close(FeatureSqueeze(5, 2, False)(x), feature_squeeze(x, 5, 2, False))
+    torch.testing.assert_close(Identity()(x), x)
+
+
+@pytest.mark.parametrize("batch", [0, 1, 2])
+def test_batch_sizes(batch):
+    x = torch.rand(batch, 1, 28, 28)
+    for module in (GaussianBlur(), FeatureSqueeze()):
+        assert module(x).shape == (batch, 1, 28, 28)
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "key"), [
+    (GaussianBlur, {"sigma": 0.0}, "preprocess.sigma"),
+    (GaussianBlur, {"sigma": -1.0}, "preprocess.sigma"),
+    (GaussianBlur, {"kernel_size": 4}, "preprocess.kernel_size"),
+    (FeatureSqueeze, {"window": 2}, "preprocess.window"),
+    (FeatureSqueeze, {"window": 0}, "preprocess.window"),
+    (FeatureSqueeze, {"bits": 0}, "preprocess.bits"),
+    (FeatureSqueeze, {"bits": 9}, "preprocess.bits"),
+])
+def test_bad_parameters_name_the_key(cls, kwargs, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        cls(**kwargs)
