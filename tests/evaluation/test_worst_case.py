@@ -1,0 +1,30 @@
+"""Per-example worst case over attacks."""
+
+import torch
+
+from advdefense.evaluation.worst_case import ALL_THREATS, WORST, add_worst_cases, worst_case
+
+
+def rec(attack, threat, pred, conf, model="m"):
+    return {"model": model, "attack": attack, "threat": threat, "pred": pred, "conf": conf}
+
+
+def test_robust_only_if_every_attack_failed():
+    labels = torch.tensor([0, 1, 1, 0])
+    records = [rec("none", "whitebox", [0, 1, 1, 1], [5, 5, 5, 5]),   # clean mistake on #3
+               rec("fgsm", "whitebox", [1, 1, 1, 0], [2, 4, 3, 1]),   # breaks #0
+               rec("pgd", "whitebox", [0, 1, 0, 0], [1, 6, 7, 2])]    # breaks #2
+    wc = worst_case(records, labels)
+    assert wc["attack"] == WORST and wc["threat"] == "whitebox"
+    assert wc["pred"] == [1, 1, 0, 1]  # only #1 robust
+    # broken: most confident wrong; robust: least confident right
+    assert wc["conf"] == [2.0, 4.0, 7.0, 5.0]
+
+
+def test_add_worst_cases_per_threat_and_all():
+    labels = torch.tensor([0, 1])
+    records = [rec("none", "transfer", [0, 1], [1, 1]), rec("fgsm", "transfer", [0, 1], [1, 1]),
+               rec("none", "whitebox", [0, 1], [1, 1]), rec("pgd", "whitebox", [0, 0], [1, 1])]
+    out = add_worst_cases(records, labels)
+    wcs = {(r["threat"]): r["pred"] for r in out if r["attack"] == WORST}
+    assert wcs == {"transfer": [0, 1], "whitebox": [0, 0], ALL_THREATS: [0, 0]}
