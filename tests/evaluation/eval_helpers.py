@@ -44,3 +44,21 @@ class CountingAttack:
 def data(n: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 2
+
+
+class RandomQueryAttack:
+    """Query-only: per example, the first of ``tries`` uniform-noise images that fools the model."""
+
+    def __init__(self, tries: int = 30, seed: int = 0) -> None:
+        self.tries, self.seed = tries, seed
+
+    @torch.no_grad()
+    def __call__(self, model, images, labels):
+        g = torch.Generator().manual_seed(self.seed)
+        adv = images.clone()
+        done = torch.zeros(len(images), dtype=torch.bool)
+        for _ in range(self.tries):
+            cand = torch.rand(images.shape, generator=g)
+            fooled = (model(cand).argmax(1) != labels) & ~done
+            adv[fooled], done = cand[fooled], done | fooled
+        return adv

@@ -1,0 +1,90 @@
+"""Each sanity check fires on a model (or rows) built to fail it, and flags the rows."""
+
+import torch
+from eval_helpers import RandomQueryAttack, Round, data, linear_model
+from torch import nn
+
+from advdefense.attacks.fgsm import FGSM
+from advdefense.attacks.pgd import PGD
+from advdefense.evaluation.cache import CellCache
+from advdefense.evaluation.pipeline import SweepConfig, evaluate_models
+from advdefense.evaluation.sanity import apply_flags, gradient_checks, grid_checks, sweep_checks
+from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable
+from advdefense.preprocess import FeatureSqueeze
+
+
+def failed(checks, name):
+    return [c for c in checks if c["check"] == name and not c["passed"]]
+
+
+def test_zero_gradient_fires_on_rounding_front_end_only():
+    x, y = data(16)
+    masked = nn.Sequential(Round(), linear_model())
+    squeeze = nn.Sequential(FeatureSqueeze(window=1, bits=1, straight_through=False), linear_model())
+    checks = gradient_checks({"masked": attackable(masked), "squeeze": attackable(squeeze),
+                              "plain": linear_model()}, x, y)
+    assert [c["model"] for c in checks if not c["passed"]] == ["masked"]
+    # the raw squeeze model (no straight-through) would be masked too: attackable fixes it
+    assert failed(gradient_checks({"raw": squeeze}, x, y), "zero_gradient")
+
+
+def test_masked_model_is_flagged_end_to_end(tmp_path):
+    """Rounding front end: zero gradient, PGD at eps=1 fails, black box beats white box."""
+    x, y = data(16)
+    masked = EvalModel("masked", nn.Sequential(Round(), linear_model(3)), "dm")
+    specs = [AttackSpec("pgd", PGD(0.3, 0.1, 3), {"eps": 0.3}, ("whitebox",)),
+             AttackSpec("random", RandomQueryAttack(), {}, ("blackbox",))]
+    sweep = SweepConfig(n=16, eps=[0.0, 1.0], threats=["whitebox"],
+                        factories={"pgd": (lambda e: PGD(e, max(e / 4, 1e-3), 3), {})})
+    out = evaluate_models([masked], specs, x, y, ["whitebox", "blackbox"], None,
+                          CellCache(tmp_path / "c"), tmp_path / "out", sweep, progress=False)
+    names = {c["check"] for c in out["checks"] if not c["passed"]}
+    assert {"zero_gradient", "eps1_not_broken", "blackbox_beats_whitebox"} <= names
+    wb = [r for r in out["rows"] if r["threat"] == "whitebox"]
+    assert wb and all("zero_gradient" in r["flags"] for r in wb)
+    assert "blackbox_beats_whitebox" in (tmp_path / "out" / "results.csv").read_text()
+
+
+def sweep_row(model, attack, threat, eps, acc):
+    return {"model": model, "attack": attack, "threat": threat, "eps": eps, "accuracy": acc, "n": 100}
+
+
+def test_sweep_checks_fire():
+    rows = [sweep_row("m", "clean", "any", None, 0.99),
+            sweep_row("m", "fgsm", "whitebox", 0.0, 0.90),   # eps 0 != clean
+            sweep_row("m", "fgsm", "whitebox", 0.1, 0.50),
+            sweep_row("m", "fgsm", "whitebox", 0.3, 0.70),   # rises with eps
+            sweep_row("m", "pgd", "whitebox", 0.0, 0.99),
+            sweep_row("m", "pgd", "whitebox", 0.1, 0.60),   # weaker than FGSM at 0.1
+            sweep_row("m", "pgd", "whitebox", 1.0, 0.40)]   # not broken at eps 1
+    checks = sweep_checks(rows)
+    for name in ("eps0_not_clean", "acc_rises_with_eps", "fgsm_beats_pgd", "eps1_not_broken"):
+        assert failed(checks, name), name
+    good = [sweep_row("m", "clean", "any", None, 0.99), sweep_row("m", "pgd", "whitebox", 0.0, 0.99),
+            sweep_row("m", "pgd", "whitebox", 1.0, 0.0)]
+    assert all(c["passed"] for c in sweep_checks(good))
+
+
+def grid_row(model, attack, threat, acc):
+    return {"model": model, "attack": attack, "threat": threat, "accuracy": acc, "flags": []}
+
+
+def test_grid_checks_fire_and_flag_rows():
+    rows = [grid_row("m", "fgsm", "whitebox", 0.3), grid_row("m", "pgd", "whitebox", 0.6),
+            grid_row("m", "pgd", "transfer", 0.4), grid_row("m", "worst_case", "whitebox", 0.3),
+            grid_row("m", "worst_case", "blackbox", 0.1), grid_row("m", "none", "blackbox", 1.0),
+            grid_row("ok", "pgd", "whitebox", 0.1), grid_row("ok", "pgd", "transfer", 0.5)]
+    checks = grid_checks(rows, {"fgsm": 0.3, "pgd": 0.3})
+    assert {c["check"] for c in checks if not c["passed"]} == {
+        "fgsm_beats_pgd", "transfer_beats_whitebox", "blackbox_beats_whitebox"}
+    apply_flags(rows, checks)
+    assert set(rows[1]["flags"]) == {"fgsm_beats_pgd", "transfer_beats_whitebox",
+                                     "blackbox_beats_whitebox"}
+    assert rows[2]["flags"] == [] and rows[6]["flags"] == [] and rows[5]["flags"] == []
+
+
+def test_fgsm_eps0_equals_clean_on_real_attack():
+    x, y = data(16)
+    model = linear_model()
+    adv = FGSM(0.0)(model, x, y)
+    assert torch.equal(adv, x)
