@@ -1,0 +1,81 @@
+"""evaluate.py end to end on a tiny registry (Hydra compose, in process)."""
+
+import json
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from advdefense.evaluation.grid import MissingSurrogateError
+from advdefense.lit.classifier import member_pipeline
+from advdefense.nets import SmallCNN
+from advdefense.preprocess import Identity
+from advdefense.registry import save_model
+
+CONF = str(__import__("pathlib").Path(__file__).resolve().parents[2] / "conf")
+SPEC = {"preprocess": {"_target_": "advdefense.preprocess.Identity"},
+        "net": {"_target_": "advdefense.nets.SmallCNN"}}
+
+
+def _cfg(tmp_path, *extra):
+    over = [f"paths.root_dir={tmp_path}", f"paths.models_dir={tmp_path}/models",
+            f"paths.log_dir={tmp_path}/logs", f"paths.output_dir={tmp_path}/out",
+            f"paths.data_dir={tmp_path}/data", "eval.data_root=null", "eval.n=12",
+            "eval.progress=false", "eval.attacks.pgd.steps=2", "eval.sweep.n=8",
+            "eval.sweep.eps=[0.0,0.3,1.0]", "eval.sweep.overrides.pgd.steps=2",
+            "eval.sweep.angles=[-10,0,10]", "eval.sweep.shifts=[-1,0,1]", "eval.sweep.gradient_n=8",
+            "eval.only_attacks=[fgsm,pgd]", *extra]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("evaluate", overrides=over)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory, mnist67_train):
+    from conftest import train_cnn
+
+    root = tmp_path_factory.mktemp("reg")
+    x, y = mnist67_train
+    for i, name in enumerate(("none-none", "none-fgsm")):
+        net = train_cnn(x, y, epochs=1, seed=i, n=600)
+        save_model(root / "models" / f"{name}.ckpt", member_pipeline(Identity(), net), "member",
+                   name, SPEC)
+    return root
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_then_cached(registry):
+    from advdefense.cli.evaluate import evaluate
+
+    first = evaluate(_cfg(registry))
+    out = registry / "out"
+    for f in ("results.json", "results.csv", "report.md", "plots/eps_pgd.png", "plots/rotation.png",
+              "plots/examples_fgsm.png", "plots/confusion.png"):
+        assert (out / f).is_file(), f
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    keys = {(r["model"], r["attack"], r["threat"]) for r in rows}
+    assert ("none-fgsm", "pgd", "whitebox") in keys and ("none-none", "worst_case", "all") in keys
+    assert all(r["n"] == 12 and 0 <= r["accuracy"] <= 1 for r in rows)
+    clean = [r["accuracy"] for r in rows if r["attack"] == "none"]
+    assert min(clean) > 0.7  # trained members, not random
+    assert "Table VII" in (out / "report.md").read_text()
+    assert first["meta"]["attack_calls"] > 0
+    second = evaluate(_cfg(registry))
+    assert second["meta"]["attack_calls"] == 0  # every cell (and transfer image) reused
+
+
+@pytest.mark.slow
+def test_evaluate_one_ckpt_without_transfer(registry, tmp_path):
+    from advdefense.cli.evaluate import evaluate
+
+    cfg = _cfg(tmp_path, f"ckpt={registry}/models/none-fgsm.ckpt", "eval.threats=[whitebox]",
+               "eval.sweep.enabled=false")
+    rows = evaluate(cfg)["rows"]
+    assert {r["model"] for r in rows} == {"none-fgsm"}
+
+
+def test_missing_surrogate_names_the_command(tmp_path):
+    from advdefense.cli.evaluate import evaluate
+
+    net = SmallCNN()
+    save_model(tmp_path / "models" / "x.ckpt", member_pipeline(Identity(), net), "member", "x", SPEC)
+    with pytest.raises(MissingSurrogateError, match="python train.py preprocess=none defense=none"):
+        evaluate(_cfg(tmp_path))
