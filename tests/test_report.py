@@ -1,0 +1,39 @@
+"""The report puts the paper's published numbers beside ours, and never runs a model."""
+
+import json
+
+import torch
+
+from advdefense.evaluation.results import to_row, write_json
+from advdefense.report import paper_tables, write_report
+
+
+def _record(model, attack, threat, pred):
+    return {"model": model, "attack": attack, "threat": threat, "pred": pred,
+            "conf": [1.0] * len(pred)}
+
+
+def test_report_has_paper_numbers_beside_ours(tmp_path):
+    labels = torch.tensor([0, 1, 1, 0])
+    rows = [to_row(_record("none-none", "fgsm", "transfer", [0, 1, 0, 0]), labels),
+            to_row(_record("stacker", "none", "transfer", [0, 1, 1, 0]), labels)]
+    rows[0]["flags"] = ["fgsm_beats_pgd"]
+    write_json(tmp_path / "results.json", rows, {"n": 4, "models": ["none-none", "stacker"]})
+    (tmp_path / "checks.json").write_text(json.dumps([
+        {"check": "fgsm_beats_pgd", "model": "none-none", "threat": "transfer", "attack": "pgd",
+         "passed": False, "detail": "PGD 0.9 vs FGSM 0.5"}]))
+    text = write_report(tmp_path).read_text()
+    # Table I FGSM: paper 0.722 / 0.746 / 0.733 beside ours (P=1, R=0.5, F1=0.667) with the flag
+    line = next(ln for ln in text.splitlines() if ln.startswith("| fgsm (`fgsm`) | 0.722"))
+    assert "| 1.000 | 0.500 | 0.667 ⚠ |" in line
+    # Table VII: our stacker's clean row beside each of the paper's three preprocess rows
+    vii = [ln for ln in text.splitlines() if "(`none`) | 0.99" in ln and "| 1.000 | 1.000 |" in ln]
+    assert len(vii) == 3
+    assert "python train.py preprocess=blur defense=none" in text  # missing model: command
+    assert "PGD 0.9 vs FGSM 0.5" in text and "file-name bug" in text
+
+
+def test_paper_tables_are_package_data():
+    t = paper_tables()
+    assert t["tables"]["I"]["rows"]["fgsm"]["f1"] == 0.733
+    assert t["integrated"]["rows"]["squeeze/spatial_grid"]["accuracy"] == 0.5125
