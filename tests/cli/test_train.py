@@ -1,0 +1,101 @@
+"""train.py end to end with a tiny config: compose API and real subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY, TINY_MEMBER, compose
+
+import advdefense
+from advdefense.cli.train import train
+from advdefense.registry import read_entry
+
+pytestmark = pytest.mark.slow
+
+
+def test_single_run_registers_a_member(tmp_path, data_dir, mnist67_test):
+    cfg = compose("train", [*TINY_MEMBER, "preprocess=blur", "defense=fgsm"], tmp_path, data_dir)
+    assert cfg.name == "blur-fgsm"
+    metrics = train(cfg)
+    assert metrics["test/acc"] > 0.9
+    path = tmp_path / "models" / "blur-fgsm.ckpt"
+    entry = read_entry(path)
+    assert entry["kind"] == "member" and entry["spec"]["preprocess"]["sigma"] == 2.0
+    assert (tmp_path / "models" / "blur-fgsm.yaml").is_file()
+    model = advdefense.load_model(path)
+    x, y = mnist67_test
+    acc = (model(x[:256]).argmax(1) == y[:256]).float().mean()
+    assert acc > 0.9
+    assert not model.training
+
+
+def test_skip_if_registered_skips_only_an_identical_config(tmp_path, data_dir):
+    cfg = compose("train", [*TINY_MEMBER, "defense=none"], tmp_path, data_dir)
+    train(cfg)
+    path = tmp_path / "models" / "none-none.ckpt"
+    stamp = path.stat().st_mtime_ns
+    again = compose("train", [*TINY_MEMBER, "defense=none", "skip_if_registered=true"], tmp_path, data_dir)
+    train(again)
+    assert path.stat().st_mtime_ns == stamp
+    changed = compose("train", [*TINY_MEMBER, "defense=none", "skip_if_registered=true", "seed=1"],
+                      tmp_path, data_dir)
+    train(changed)
+    assert path.stat().st_mtime_ns != stamp
+
+
+def test_stacker_and_vote_over_registered_members(tmp_path, data_dir, mnist67_test):
+    for defense in ("none", "fgsm"):
+        train(compose("train", [*TINY_MEMBER, f"defense={defense}"], tmp_path, data_dir))
+    members = "model.members=[none-none,none-fgsm]"
+    metrics = train(compose("train", [*TINY, "model=stacker", members], tmp_path, data_dir))
+    assert metrics["test/acc"] > 0.9
+    train(compose("train", [*TINY, "model=vote", members], tmp_path, data_dir))
+    x, y = mnist67_test
+    for name in ("stacker", "vote"):
+        model = advdefense.load_model(tmp_path / "models" / f"{name}.ckpt")
+        assert (model(x[:200]).argmax(1) == y[:200]).float().mean() > 0.9
+
+
+def test_missing_member_names_the_training_command(tmp_path, data_dir):
+    cfg = compose("train", [*TINY, "model=stacker", "model.members=[squeeze-blackbox]"],
+                  tmp_path, data_dir)
+    with pytest.raises(Exception, match="python train.py preprocess=squeeze defense=blackbox"):
+        train(cfg)
+
+
+def _run(args: list[str], tmp_path, data_dir) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, str(ROOT / "train.py"), *args, *TINY_MEMBER, f"paths.root_dir={tmp_path}",
+           f"paths.data_dir={data_dir}"]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_multirun_two_jobs(tmp_path, data_dir):
+    proc = _run(["-m", "preprocess=none,squeeze", "defense=none"], tmp_path, data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "models").glob("*.ckpt")) == [
+        "none-none.ckpt", "squeeze-none.ckpt"]
+
+
+def test_wandb_offline_run(tmp_path, data_dir):
+    proc = _run(["logger=wandb", "defense=none"], tmp_path, data_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "logs").rglob("offline-run-*"))
+    assert runs, "no offline W&B run folder was written"
+
+
+def test_bad_config_value_fails_before_training(tmp_path, data_dir):
+    proc = _run(["preprocess=blur", "preprocess.sigma=-1"], tmp_path, data_dir)
+    assert proc.returncode != 0
+    assert "preprocess.sigma=-1" in proc.stderr
+    assert not (tmp_path / "models").exists()
+
+
+def test_checkpoint_weights_load_without_pickle(tmp_path, data_dir):
+    train(compose("train", [*TINY_MEMBER, "defense=none"], tmp_path, data_dir))
+    payload = torch.load(tmp_path / "models" / "none-none.ckpt", weights_only=True)
+    assert payload["format"] == "advdefense-model"
