@@ -9,11 +9,13 @@ from typing import Any
 
 from advdefense.attacks.base import Attack, AttackResult, eval_mode, input_grad, predict
 from advdefense.attacks.fgsm import FGSM
+from advdefense.attacks.local_search import LocalSearch
 from advdefense.attacks.pgd import PGD
 from advdefense.attacks.spatial import SpatialGrid
 from advdefense.checks import check_choice
 
-ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "spatial": SpatialGrid}
+ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "spatial": SpatialGrid,
+                                   "local_search": LocalSearch}
 
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
@@ -22,5 +24,5 @@ def build_attack(name: str, **kwargs: Any) -> Attack:
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "PGD", "SpatialGrid", "build_attack", "eval_mode",
+__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "LocalSearch", "PGD", "SpatialGrid", "build_attack", "eval_mode",
            "input_grad", "predict"]

@@ -1,0 +1,52 @@
+"""Local search: query-only (no backward), within budget, effective."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from attack_models import NoBackward, tiny_cnn
+
+from advdefense.attacks import LocalSearch
+from advdefense.attacks.base import predict
+
+
+def test_no_backward_model_raises_on_backward(digits) -> None:
+    model = NoBackward(tiny_cnn())
+    x = digits[0][:2].clone().requires_grad_(True)
+    with pytest.raises(RuntimeError, match="backward"):
+        model(x).sum().backward()
+
+
+def test_query_only_within_budget_and_effective(undefended_cnn, digits) -> None:
+    x, y = digits[0][:12], digits[1][:12]
+    model = NoBackward(undefended_cnn)
+    grads = [None if p.grad is None else p.grad.clone() for p in undefended_cnn.parameters()]
+    res = LocalSearch(max_queries=1500, rounds=20, eval_batch=2048).run(model, x, y)
+    assert (res.queries <= 1500).all() and (res.queries >= 1).all()
+    assert res.images.min() >= 0 and res.images.max() <= 1
+    assert torch.equal(res.success, predict(undefended_cnn, res.images) != y)
+    clean = (predict(undefended_cnn, x) == y).float().mean()
+    adv = (predict(undefended_cnn, res.images) == y).float().mean()
+    assert adv <= clean - 0.5
+    for p, g in zip(undefended_cnn.parameters(), grads, strict=True):
+        assert (p.grad is None and g is None) or torch.equal(p.grad, g)
+
+
+@pytest.mark.parametrize("budget", [2, 3, 50, 333])
+def test_budget_never_exceeded(undefended_cnn, digits, budget: int) -> None:
+    x, y = digits[0][:6], digits[1][:6]
+    res = LocalSearch(max_queries=budget, rounds=50, d=2).run(undefended_cnn, x, y)
+    assert (res.queries <= budget).all()
+    if budget >= 50:
+        assert (res.queries[~res.success] >= budget - 10).all()  # the budget is used
+
+
+def test_cyclic_update_and_seeding(undefended_cnn, digits) -> None:
+    x, y = digits[0][:4], digits[1][:4]
+    a = LocalSearch(update="cyclic", r=1.5, rounds=3, max_queries=500, seed=1)
+    out1, out2 = a(undefended_cnn, x, y), a(undefended_cnn, x, y)
+    assert torch.equal(out1, out2)
+    changed = out1 != x
+    # CYC(1.5 z) maps black (0) to 0.75 and white (1) to 0.25
+    assert changed.any()
+    assert torch.allclose(out1[changed & (x == 0)], torch.tensor(0.75))
