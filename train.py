@@ -6,10 +6,13 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from advdefense.cli.experiment import is_experiment, run_experiment
     from advdefense.cli.train import train
 
-    metrics = train(cfg)
-    return metrics.get("val/acc")
+    if is_experiment(cfg):  # experiment=paper / robust: members, ensembles, evaluation
+        run_experiment(cfg)
+        return None
+    return train(cfg).get("val/acc")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""One command for a whole experiment: train the members, the ensembles, then evaluate.
+
+Each stage is the same job its own command runs (``train.py preprocess=.. defense=..``,
+``train.py model=stacker``, ``evaluate.py``): the stage's config is composed from ``conf/``
+with the experiment's overrides, and models already in the registry with the same config are
+skipped, so a rerun after a crash continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from advdefense.cli.common import log, print_table
+
+
+@contextlib.contextmanager
+def stage_config(config_name: str, overrides: list[str], output_dir: Path) -> Iterator[DictConfig]:
+    """Compose ``conf/<config_name>.yaml`` with ``overrides`` as the current Hydra job."""
+    hydra_config = HydraConfig.instance()
+    previous = hydra_config.cfg
+    cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    hydra_config.set_config(cfg)
+    try:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+            del cfg.hydra
+        output_dir.mkdir(parents=True, exist_ok=True)
+        yield cfg
+    finally:
+        hydra_config.cfg = previous
+
+
+def _paths(cfg: DictConfig) -> list[str]:
+    return [f"paths.{k}={v}" for k, v in cfg.paths.items() if k != "output_dir"]
+
+
+def member_overrides(cfg: DictConfig, member: Any) -> list[str]:
+    """``preprocess=X defense=Y name=X-Y`` plus the experiment's member overrides."""
+    preprocess, defense = member["preprocess"], member["defense"]
+    return [f"preprocess={preprocess}", f"defense={defense}", f"name={preprocess}-{defense}",
+            f"seed={cfg.seed}", "skip_if_registered=true", *_paths(cfg),
+            *cfg.pipeline.get("member_overrides", []), *member.get("overrides", [])]
+
+
+def run_experiment(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg.pipeline``: members, ensembles, evaluation; returns timings and metrics."""
+    from advdefense.cli.train import train
+
+    pipe, out = cfg.pipeline, Path(cfg.paths.output_dir)
+    timings: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {"members": {}, "ensembles": {}}
+
+    def timed(stage: str, fn, *args) -> Any:
+        start = time.perf_counter()
+        result = fn(*args)
+        timings.append({"stage": stage, "seconds": round(time.perf_counter() - start, 1)})
+        return result
+
+    for member in pipe.get("members", []):
+        name = f"{member['preprocess']}-{member['defense']}"
+        with stage_config("train", member_overrides(cfg, member), out / "members" / name) as sub:
+            summary["members"][name] = timed(f"member {name}", train, sub)
+    for ensemble in pipe.get("ensembles", []):
+        overrides = [f"model={ensemble}", f"seed={cfg.seed}", "skip_if_registered=true",
+                     *_paths(cfg), *pipe.get("ensemble_overrides", [])]
+        with stage_config("train", overrides, out / "ensembles" / ensemble) as sub:
+            summary["ensembles"][ensemble] = timed(f"ensemble {ensemble}", train, sub)
+    if pipe.get("evaluate"):
+        from advdefense.cli.evaluate import evaluate
+
+        overrides = [f"seed={cfg.seed}", *_paths(cfg), *pipe.get("evaluate_overrides", [])]
+        with stage_config("evaluate", overrides, out / "evaluation") as sub:
+            summary["evaluation"] = timed("evaluation", evaluate, sub)
+        log.info("report: %s", out / "evaluation" / "report.md")
+    print_table(f"{cfg.name}: time per stage", timings)
+    summary["timings"] = timings
+    _write_summary(out / "experiment.json", summary, timings)
+    return summary
+
+
+def _write_summary(path: Path, summary: dict[str, Any], timings: list[dict[str, Any]]) -> None:
+    import json
+
+    from advdefense.registry import atomic_write_text
+
+    plain = {"timings": timings, "members": summary["members"], "ensembles": summary["ensembles"]}
+    atomic_write_text(path, json.dumps(plain, indent=2, default=str))
+
+
+def is_experiment(cfg: DictConfig) -> bool:
+    return OmegaConf.select(cfg, "pipeline") is not None
