@@ -9,13 +9,14 @@ from typing import Any
 
 from advdefense.attacks.base import Attack, AttackResult, eval_mode, input_grad, predict
 from advdefense.attacks.fgsm import FGSM
+from advdefense.attacks.jsma import JSMA
 from advdefense.attacks.local_search import LocalSearch
 from advdefense.attacks.pgd import PGD
 from advdefense.attacks.spatial import SpatialGrid
 from advdefense.checks import check_choice
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "spatial": SpatialGrid,
-                                   "local_search": LocalSearch}
+                                   "local_search": LocalSearch, "jsma": JSMA}
 
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
@@ -24,5 +25,5 @@ def build_attack(name: str, **kwargs: Any) -> Attack:
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "LocalSearch", "PGD", "SpatialGrid", "build_attack", "eval_mode",
+__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "JSMA", "LocalSearch", "PGD", "SpatialGrid", "build_attack", "eval_mode",
            "input_grad", "predict"]

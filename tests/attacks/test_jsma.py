@@ -1,0 +1,51 @@
+"""JSMA: exact pair search, L0 budget, direction, effectiveness, theta < 0."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from advdefense.attacks import JSMA
+from advdefense.attacks.base import predict
+from advdefense.attacks.jsma import best_pairs
+
+
+def _pair_score(u, v, p, q):
+    return (u.gather(1, p[:, None]) + u.gather(1, q[:, None])) * (
+        v.gather(1, p[:, None]) + v.gather(1, q[:, None]))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_pruned_pair_search_equals_exhaustive(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(16, 784, generator=g)
+    v = -u * seed / 5 + torch.randn(16, 784, generator=g)
+    if seed % 2:
+        u, v = u.round(), v.round()  # many ties
+    out = torch.rand(16, 784, generator=g) < 0.4
+    u, v = u.masked_fill(out, float("-inf")), v.masked_fill(out, float("-inf"))
+    p1, q1, f1 = best_pairs(u, v, exhaustive=True)
+    p2, q2, f2 = best_pairs(u, v)
+    assert torch.equal(f1, f2) and f1.any()
+    torch.testing.assert_close(_pair_score(u, v, p2, q2)[f2], _pair_score(u, v, p1, q1)[f1])
+    assert (p2 != q2).all() and not out.gather(1, p2[:, None]).any()
+
+
+def test_no_valid_pair() -> None:
+    u = torch.tensor([[1.0, 2.0, -5.0]])
+    v = torch.tensor([[-1.0, -2.0, 1.0]])  # every pair has a sum <= 0
+    assert not best_pairs(u, v)[2].any() and not best_pairs(u, v, exhaustive=True)[2].any()
+
+
+@pytest.mark.parametrize("theta", [1.0, -1.0, 0.5])
+def test_budget_direction_and_effect(undefended_cnn, digits, theta: float) -> None:
+    x, y = digits[0][:64], digits[1][:64]
+    gamma = 0.1
+    res = JSMA(theta=theta, gamma=gamma).run(undefended_cnn, x, y)
+    diff = (res.images - x).flatten(1)
+    assert ((diff != 0).sum(1) <= gamma * 784).all()
+    assert (diff >= 0).all() if theta > 0 else (diff <= 0).all()
+    assert torch.equal(res.info["target"], 1 - y)
+    flipped = (predict(undefended_cnn, res.images) == 1 - y).float().mean()
+    assert flipped > (0.8 if theta == 1.0 else 0.6)
+    assert torch.equal(res.success, predict(undefended_cnn, res.images) != y)
