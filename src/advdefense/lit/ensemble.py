@@ -103,6 +103,10 @@ class StackedEnsemble(ClassifierModule):
         self.model.members.eval()
         return self
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning restores per-module modes after validation without calling train().
+        self.model.members.eval()
+
     def _training_batch(self, images: torch.Tensor, labels: torch.Tensor
                         ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.defense_target == "ensemble":

@@ -1,0 +1,60 @@
+"""Ensembles: stacker = MLP on concatenated member logits, vote = majority, mean = mean."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from advdefense.ensembles import MajorityVote, MeanLogits, StackedLogits
+from advdefense.nets import StackerMLP
+
+
+class Fixed(nn.Module):
+    """A member whose logits are a fixed linear function of the mean pixel."""
+
+    def __init__(self, a: float, b: float) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.mean((1, 2, 3))
+        return torch.stack([self.a * m, self.b * m + 0.1], 1)
+
+
+def members():
+    return {"m1": Fixed(1.0, -1.0), "m2": Fixed(-2.0, 3.0), "m3": Fixed(0.5, 0.4)}
+
+
+def test_stacker_equals_mlp_on_concatenated_logits():
+    torch.manual_seed(0)
+    head = StackerMLP(6, [16, 16])
+    model = StackedLogits(members(), head)
+    x = torch.rand(7, 1, 28, 28)
+    feats = torch.cat([m(x) for m in members().values()], 1)
+    torch.testing.assert_close(model(x), head(feats))
+
+
+def test_vote_is_the_majority_of_member_predictions():
+    x = torch.rand(50, 1, 28, 28)
+    preds = torch.stack([m(x).argmax(1) for m in members().values()], 1)
+    majority = (preds.sum(1) >= 2).long()
+    assert torch.equal(MajorityVote(members())(x).argmax(1), majority)
+
+
+def test_vote_gradient_is_straight_through_not_zero():
+    x = torch.rand(4, 1, 28, 28, requires_grad=True)
+    (grad,) = torch.autograd.grad(MajorityVote(members())(x)[:, 1].sum(), x)
+    assert grad.abs().sum() > 0
+
+
+def test_mean_is_the_mean_of_logits():
+    x = torch.rand(5, 1, 28, 28)
+    expected = torch.stack([m(x) for m in members().values()]).mean(0)
+    torch.testing.assert_close(MeanLogits(members())(x), expected)
+
+
+def test_linear_stacker_is_linear():
+    head = StackerMLP(6, [8, 8], activation="linear")
+    a, b = torch.randn(3, 6), torch.randn(3, 6)
+    bias = head(torch.zeros(1, 6))
+    torch.testing.assert_close(head(a + b) - bias, (head(a) - bias) + (head(b) - bias))

@@ -1,0 +1,130 @@
+"""The model registry: round trips, and clear errors for every kind of bad file."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+import advdefense
+from advdefense.checks import ImageError
+from advdefense.lit.classifier import member_pipeline
+from advdefense.nets import SmallCNN, StackerMLP
+from advdefense.preprocess import FeatureSqueeze, GaussianBlur
+from advdefense.registry import RegistryError, list_models, read_entry, save_model
+
+SPEC = {"preprocess": {"_target_": "advdefense.preprocess.GaussianBlur", "sigma": 1.5,
+                       "kernel_size": 7},
+        "net": {"_target_": "advdefense.nets.SmallCNN", "channels": [4, 8], "hidden": 16}}
+
+
+def _member(seed: int = 0):
+    torch.manual_seed(seed)
+    return member_pipeline(GaussianBlur(1.5, 7), SmallCNN((4, 8), 16))
+
+
+@pytest.fixture()
+def saved(tmp_path):
+    model = _member()
+    path = save_model(tmp_path / "blur-x.ckpt", model, "member", "blur-x", SPEC, {"test/acc": 0.5})
+    return path, model
+
+
+def test_member_round_trip(saved):
+    path, model = saved
+    loaded = advdefense.load_model(path)
+    x = torch.rand(5, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), model.eval()(x))
+    assert not loaded.training and loaded.name == "blur-x"
+    assert read_entry(path)["metrics"] == {"test/acc": 0.5}
+    assert list_models(path.parent) == ["blur-x"]
+
+
+def test_ensemble_round_trip(tmp_path):
+    from advdefense.ensembles import build_ensemble
+
+    members = {"a": _member(0), "b": _member(1)}
+    for combine, head in [("mlp", StackerMLP(4, [8, 8])), ("vote", None), ("mean", None)]:
+        model = build_ensemble(combine, members, head)
+        spec = {"combine": combine, "members": {"a": SPEC, "b": SPEC},
+                "head": {"_target_": "advdefense.nets.StackerMLP", "in_features": 4,
+                         "hidden": [8, 8]} if head else None}
+        path = save_model(tmp_path / f"{combine}.ckpt", model, "ensemble", combine, spec)
+        x = torch.rand(3, 1, 28, 28)
+        torch.testing.assert_close(advdefense.load_model(path)(x), model.eval()(x))
+
+
+def test_inputs_are_checked(saved):
+    model = advdefense.load_model(saved[0])
+    with pytest.raises(ImageError, match=r"\[0, 1\]"):
+        model(torch.rand(2, 1, 28, 28) * 255)
+    with pytest.raises(ImageError, match="shape"):
+        model(torch.rand(2, 28, 28))
+    with pytest.raises(ImageError, match="NaN"):
+        model(torch.full((1, 1, 28, 28), float("nan")))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(RegistryError, match="no model file"):
+        advdefense.load_model(tmp_path / "nope.ckpt")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
+def test_corrupt_file(saved, damage):
+    path, _ = saved
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint at all")
+    else:
+        path.write_bytes(data[:100] + bytes(b ^ 0xFF for b in data[100:400]) + data[400:])
+    with pytest.raises(RegistryError, match="corrupt|not an advdefense|do not fit"):
+        advdefense.load_model(path)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_foreign_pickle_is_never_unpickled(tmp_path, capsys):
+    path = tmp_path / "evil.ckpt"
+    with open(path, "wb") as f:
+        pickle.dump({"format": "advdefense-model", "x": Evil()}, f)
+    with pytest.raises(RegistryError):
+        advdefense.load_model(path)
+    assert "pwned" not in capsys.readouterr().out
+
+
+def test_foreign_target_is_refused(tmp_path):
+    spec = {**SPEC, "net": {"_target_": "os.system", "command": "echo pwned"}}
+    payload = {"format": "advdefense-model", "version": 1, "kind": "member", "name": "x",
+               "spec": spec, "state_dict": {}, "metrics": {}, "config": {}}
+    torch.save(payload, tmp_path / "x.ckpt")
+    with pytest.raises(RegistryError, match="not an advdefense class"):
+        advdefense.load_model(tmp_path / "x.ckpt")
+
+
+def test_other_architecture_is_a_clear_error(saved):
+    path, _ = saved
+    entry = read_entry(path)
+    entry["spec"]["net"]["hidden"] = 32
+    torch.save(entry, path)
+    with pytest.raises(RegistryError, match="do not fit the architecture"):
+        advdefense.load_model(path)
+
+
+def test_lightning_checkpoint_is_not_a_registry_entry(tmp_path):
+    torch.save({"state_dict": {}, "pytorch-lightning_version": "2.6"}, tmp_path / "last.ckpt")
+    with pytest.raises(RegistryError, match="not an advdefense model file"):
+        advdefense.load_model(tmp_path / "last.ckpt")
+
+
+def test_save_is_atomic_and_checks_the_spec(tmp_path):
+    model = member_pipeline(FeatureSqueeze(), SmallCNN((4, 8), 16))
+    with pytest.raises(RuntimeError):  # spec says blur + other widths: refuse to write
+        save_model(tmp_path / "bad.ckpt", model, "member", "bad",
+                   {**SPEC, "net": {"_target_": "advdefense.nets.SmallCNN"}})
+    assert list(tmp_path.iterdir()) == []
