@@ -1,0 +1,61 @@
+"""experiment pipelines: members, ensembles and evaluation in one call; reruns skip done work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT, TINY, TINY_MEMBER
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
+
+from advdefense.cli.experiment import run_experiment
+
+pytestmark = pytest.mark.slow
+
+EVAL = ["eval.n=32", "eval.only_attacks=[fgsm]", "eval.threats=[whitebox,transfer]",
+        "eval.sweep.enabled=false", "eval.progress=false"]
+
+
+def _run(tmp_path, data_dir) -> dict:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=paper_quick"], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.root_dir = str(tmp_path)
+            cfg.paths.data_dir = str(data_dir)
+            cfg.paths.log_dir = str(tmp_path / "logs")
+            cfg.paths.models_dir = str(tmp_path / "models")
+            cfg.paths.output_dir = str(tmp_path / "out")
+            cfg.pipeline = OmegaConf.create({
+                "members": [{"preprocess": "none", "defense": "none"},
+                            {"preprocess": "squeeze", "defense": "fgsm"}],
+                "member_overrides": TINY_MEMBER,
+                "ensembles": ["stacker"],
+                "ensemble_overrides": [*TINY, "model.members=[none-none,squeeze-fgsm]"],
+                "evaluate": True,
+                "evaluate_overrides": EVAL,
+            })
+            del cfg.hydra
+        return run_experiment(cfg)
+
+
+def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir):
+    first = _run(tmp_path, data_dir)
+    models = tmp_path / "models"
+    assert sorted(p.name for p in models.glob("*.ckpt")) == [
+        "none-none.ckpt", "squeeze-fgsm.ckpt", "stacker.ckpt"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in models.glob("*.ckpt")}
+    report = tmp_path / "out" / "evaluation" / "report.md"
+    assert report.is_file() and "Table VII" in report.read_text()
+    rows = json.loads((tmp_path / "out" / "evaluation" / "results.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert {r["model"] for r in rows} >= {"none-none", "squeeze-fgsm", "stacker"}
+    assert first["members"]["squeeze-fgsm"]["test/acc"] > 0.9
+    _run(tmp_path, data_dir)
+    assert {p.name: p.stat().st_mtime_ns for p in models.glob("*.ckpt")} == stamps
+    timings = json.loads((tmp_path / "out" / "experiment.json").read_text())["timings"]
+    assert [t["stage"] for t in timings][:2] == ["member none-none", "member squeeze-fgsm"]
