@@ -13,7 +13,6 @@ from advdefense.attacks.base import (
     Attack,
     AttackResult,
     check_int,
-    counts,
     example_loss,
     improves,
     input_grad,
@@ -33,6 +32,16 @@ class PGD(Attack):
     generator seeded from the chunk's, so restart 0 is the same whatever ``restarts`` is).
     Targeted: descends the loss of the other class (``1 - y``) instead; "best" = lowest.
 
+    Early stop (``early_stop=True``, the evaluation setting): once an example's kept point is
+    misclassified (reaches the target, if targeted), it leaves the batch: later steps and
+    restarts run only on the others. Whether an example is fooled is then exactly what it is
+    without early stop (the other examples follow the same trajectories, the same random starts
+    are drawn), but a fooled example keeps its *first* fooling iterate instead of the
+    highest-loss one, and fooled examples cost no further queries. Accuracy is unchanged;
+    only the returned images of fooled examples (and ``queries``) differ. ``eps = 0`` then
+    costs one forward pass (no point other than the input exists). ``early_stop=False`` keeps
+    the max-loss point of every example (what adversarial training wants).
+
     Shape:
         images (N, 1, 28, 28) float in [0, 1]; labels (N,) int64; output same as images.
 
@@ -44,17 +53,19 @@ class PGD(Attack):
         restarts: independent restarts, >= 1.
         loss: ``"ce"`` cross-entropy or ``"margin"`` logit margin ``z_other - z_true``.
         targeted: attack toward the other class.
+        early_stop: stop attacking an example once it is misclassified (see above).
         batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
 
-    ``result.queries`` = restarts * (steps + 1) forward passes (steps with a backward).
+    ``result.queries`` = forward passes per example: restarts * (steps + 1) (steps with a
+    backward) without early stop, fewer for examples fooled early with it.
     """
 
     name = "pgd"
 
     def __init__(self, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
                  random_start: bool = True, restarts: int = 1, loss: str = "ce",
-                 targeted: bool = False, batch_size: int = 256, progress: bool = False,
-                 seed: int = 0) -> None:
+                 targeted: bool = False, early_stop: bool = False, batch_size: int = 256,
+                 progress: bool = False, seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
         check_range("attack.eps", eps, 0.0, 1.0)
         check_range("attack.alpha", alpha, 0.0, 1.0, lo_open=True)
@@ -63,6 +74,7 @@ class PGD(Attack):
         check_choice("attack.loss", loss, ["ce", "margin"])
         self.eps, self.alpha, self.loss = float(eps), float(alpha), loss
         self.random_start, self.targeted = bool(random_start), bool(targeted)
+        self.early_stop = bool(early_stop)
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator) -> AttackResult:
@@ -75,39 +87,65 @@ class PGD(Attack):
         best = images.clone()
         best_success = torch.zeros(n, dtype=torch.bool, device=images.device)
         best_score = torch.full((n,), float("-inf"), device=images.device)
+        queries = torch.zeros(n, dtype=torch.int64, device=images.device)
+        state = (best, best_success, best_score, queries)
+        if self.early_stop and self.eps == 0:
+            # the eps ball is the input itself: every step and restart would return it
+            with torch.no_grad():
+                self._keep(images, model(images), labels, target, state,
+                           torch.arange(n, device=images.device))
+            return AttackResult(best, best_success, queries)
         for restart in range(self.restarts):
             g = torch.Generator(device=images.device)
             g.manual_seed(base_seed + restart)
-            self._restart(model, images, labels, target, g, (best, best_success, best_score))
-        return AttackResult(best, best_success,
-                            counts(n, self.restarts * (self.steps + 1), images))
+            idx = torch.arange(n, device=images.device)
+            if self.early_stop:
+                idx = idx[~best_success]
+                if idx.numel() == 0:
+                    break
+            self._restart(model, images, labels, target, g, state, idx)
+        return AttackResult(best, best_success, queries)
 
     def _restart(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  target: torch.Tensor, generator: torch.Generator,
-                 best: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
-        """One restart; updates ``best = (images, success, score)`` in place."""
-        lo, hi = (images - self.eps).clamp(min=0.0), (images + self.eps).clamp(max=1.0)
-        x = images.clone()
+                 state: tuple[torch.Tensor, ...], idx: torch.Tensor) -> None:
+        """One restart on the examples ``idx``; updates ``state`` (best images, success,
+        score, queries) in place. The random start is drawn for the whole chunk, so an
+        example's start does not depend on which others are still active."""
+        x0 = images[idx]
+        lo, hi = (x0 - self.eps).clamp(min=0.0), (x0 + self.eps).clamp(max=1.0)
+        x = x0.clone()
         if self.random_start and self.eps > 0:
             noise = torch.rand(images.shape, generator=generator, device=images.device,
-                               dtype=images.dtype)
+                               dtype=images.dtype)[idx]
             x = torch.minimum(torch.maximum(x + (2 * noise - 1) * self.eps, lo), hi)
         sign = -1.0 if self.targeted else 1.0
+        success = state[1]
         for _ in range(self.steps):
-            grad, logits = input_grad(model, x, target, self.loss)
-            self._keep(x, logits, labels, target, best)
+            grad, logits = input_grad(model, x, target[idx], self.loss)
+            self._keep(x, logits, labels, target, state, idx)
+            if self.early_stop:
+                active = ~success[idx]
+                if not bool(active.all()):
+                    if not bool(active.any()):
+                        return
+                    x, grad, lo, hi, idx = x[active], grad[active], lo[active], hi[active], \
+                        idx[active]
             x = torch.minimum(torch.maximum(x + (sign * self.alpha) * grad.sign(), lo), hi)
         with torch.no_grad():
-            self._keep(x, model(x), labels, target, best)
+            self._keep(x, model(x), labels, target, state, idx)
 
     def _keep(self, x: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
-              target: torch.Tensor, best: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
-        best_x, best_success, best_score = best
+              target: torch.Tensor, state: tuple[torch.Tensor, ...], idx: torch.Tensor) -> None:
+        """Count one query for examples ``idx`` (rows of ``x``) and keep better points."""
+        best_x, best_success, best_score, queries = state
+        queries[idx] += 1
         pred = logits.argmax(1)
-        success = pred == target if self.targeted else pred != labels
-        score = example_loss(logits, target, self.loss)
+        success = pred == target[idx] if self.targeted else pred != labels[idx]
+        score = example_loss(logits, target[idx], self.loss)
         score = -score if self.targeted else score
-        better = improves(success, score, best_success, best_score)
-        best_x[better] = x[better]
-        best_success |= better & success
-        best_score[better] = score[better]
+        better = improves(success, score, best_success[idx], best_score[idx])
+        rows = idx[better]
+        best_x[rows] = x[better]
+        best_success[rows] |= success[better]
+        best_score[rows] = score[better]

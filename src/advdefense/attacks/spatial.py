@@ -86,7 +86,8 @@ class SpatialGrid(Attack):
     """Worst-case rotation + translation from a grid (or from k random draws) per example.
 
     Every candidate transform of every image is evaluated (batched over images and
-    transforms, forward passes only, no gradients). Per example the attack returns the
+    transforms, forward passes only, no gradients; with ``early_stop`` an image's remaining
+    candidates are skipped once one fooled it). Per example the attack returns the
     misclassified transform with the highest cross-entropy; if no candidate misclassifies, the
     highest-cross-entropy candidate (closest to flipping; ``success`` is then False). The
     identity (0 deg, 0 px, 0 px) is part of every grid with odd value counts, so on the
@@ -113,6 +114,13 @@ class SpatialGrid(Attack):
         mass_tolerance: allow a transform only if |mass after - mass before| < tol * mass
             before (mass = sum of intensities of the possibly shrunk image); None = no check.
         eval_batch: warped images per forward pass (memory bound), >= 1.
+        early_stop: evaluate the candidates in blocks (about ``eval_batch`` warped images per
+            block, in grid order) and stop evaluating an image once a block has fooled it.
+            Whether an image is fooled is exactly what the exhaustive search finds (it is
+            fooled iff some candidate misclassifies it); the returned transform is then the
+            highest-loss fooling transform *within the blocks evaluated* rather than over the
+            whole grid, and ``queries`` counts only the candidates evaluated. Default False
+            (the exhaustive max-loss search); the evaluation configs set it True.
         batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
     """
 
@@ -122,9 +130,10 @@ class SpatialGrid(Attack):
                  max_shift: float | None = None, n_angles: int | None = None,
                  n_shifts: int | None = None, mode: str = "grid", k: int = 10,
                  shrink: bool | None = None, mass_tolerance: float | None = None,
-                 eval_batch: int = 4096, batch_size: int = 256, progress: bool = False,
-                 seed: int = 0) -> None:
+                 eval_batch: int = 4096, early_stop: bool = False, batch_size: int = 256,
+                 progress: bool = False, seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
+        self.early_stop = bool(early_stop)
         check_choice("attack.preset", preset, [None, *PRESETS])
         given = dict(max_angle=max_angle, max_shift=max_shift, n_angles=n_angles,
                      n_shifts=n_shifts, shrink=shrink, mass_tolerance=mass_tolerance)
@@ -186,16 +195,27 @@ class SpatialGrid(Attack):
         best_loss = torch.full((n,), float("-inf"), device=dev)
         best_idx = torch.full((n,), -1, dtype=torch.int64, device=dev)
         queries = torch.zeros(n, dtype=torch.int64, device=dev)
-        per = max(1, self.eval_batch // max(n, 1))
-        for t0 in range(0, cand.shape[1], per):
-            succ, loss, ok = self._score(model, base, labels, cand[:, t0:t0 + per])
-            queries += ok.sum(1)
+        rows = torch.arange(n, device=dev)
+        t0, total = 0, cand.shape[1]
+        while t0 < total:
+            if self.early_stop:
+                rows = rows[~best_s[rows]]
+                if rows.numel() == 0:
+                    break
+            # transforms per block: a block's forward batch is about eval_batch images, so
+            # blocks grow as fooled images leave (early stop)
+            per = max(1, self.eval_batch // max(rows.numel(), 1))
+            succ, loss, ok = self._score(model, base[rows], labels[rows], cand[rows, t0:t0 + per])
+            queries[rows] += ok.sum(1)
             has = succ.any(1)
             j = torch.where(has, loss.masked_fill(~succ, float("-inf")).argmax(1), loss.argmax(1))
             block_loss = loss.gather(1, j[:, None]).squeeze(1)
-            better = improves(has, block_loss, best_s, best_loss) & block_loss.isfinite()
-            best_idx = torch.where(better, t0 + j, best_idx)
-            best_s, best_loss = best_s | (better & has), torch.where(better, block_loss, best_loss)
+            better = improves(has, block_loss, best_s[rows], best_loss[rows]) & \
+                block_loss.isfinite()
+            best_idx[rows] = torch.where(better, t0 + j, best_idx[rows])
+            best_s[rows] = best_s[rows] | (better & has)
+            best_loss[rows] = torch.where(better, block_loss, best_loss[rows])
+            t0 += per
         chosen = cand[torch.arange(n, device=dev), best_idx.clamp(min=0)]
         chosen = chosen.masked_fill((best_idx < 0)[:, None], 0.0)
         angle, dx, dy = chosen.unbind(1)
