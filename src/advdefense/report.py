@@ -192,6 +192,9 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
              *single_model_tables(rows, paper), *integrated_tables(rows, paper),
              "## Full grid", "", *full_grid(rows),
              "## Sanity checks against gradient masking", "", *sanity_section(checks)]
+    from advdefense.evaluation.seeds import seeds_section
+
+    lines += seeds_section(rows)  # models trained with several seeds: <name>-s<seed>
     if made:
         lines += ["## Plots", ""] + [f"![{p.stem}](plots/{p.name})" for p in made] + [""]
     path = out_dir / "report.md"
