@@ -129,7 +129,8 @@ def read_entry(path: str | Path) -> dict[str, Any]:
     except Exception as exc:  # truncated zip, pickle of foreign objects, random bytes...
         raise RegistryError(
             f"{path} is not a readable advdefense model file ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); it may be truncated or corrupt: retrain it") from exc
+            f"{(str(exc).splitlines() or ['empty file'])[0][:200]}); it may be truncated or "
+            "corrupt: retrain it") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RegistryError(f"{path} is not an advdefense model file (no '{FORMAT}' header); "
                             "Lightning training checkpoints are not registry entries: use models/<name>.ckpt")
