@@ -1,10 +1,16 @@
 """Time the evaluation grid and write JSON: ``python benchmarks/bench_eval.py [--n 200]``.
 
-Uses the real registry (``models/``) when it has models; ``--synthetic`` builds a throwaway
-registry with the same architectures (six members + stacker/vote/mean, untrained weights) so
-the cost can be measured before training. Untrained models break at different rates than
-trained ones, so synthetic timings are indicative only. Extra Hydra overrides may follow
-``--``. Writes ``benchmarks/results/bench_eval_n<N>.json``.
+Runs ``evaluate.py`` on a registry (``--models-dir``, default ``models/``) with the disk cache
+off, then prints where the time went: by stage (grid, sweeps, report) and by attack x threat
+(summed over models), from the run's ``results.json``. ``--synthetic`` (or a registry without
+models) builds a throwaway registry with the same architectures (six members, the surrogate and
+stacker/vote/mean, untrained weights); untrained models break at different rates than trained
+ones and early stop makes the cost depend on that, so synthetic timings are indicative only.
+Extra Hydra overrides may follow ``--``. Writes ``benchmarks/results/eval.json`` (``--out``).
+
+    python benchmarks/bench_eval.py --n 200                           # quick mode, models/
+    python benchmarks/bench_eval.py --models-dir models/quick --n 200 -- \\
+        'eval.models=[none-none,none-fgsm,stacker]'
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +31,8 @@ PRE = {"none": {"_target_": "advdefense.preprocess.Identity"},
        "blur": {"_target_": "advdefense.preprocess.GaussianBlur"},
        "squeeze": {"_target_": "advdefense.preprocess.FeatureSqueeze"}}
 NET = {"_target_": "advdefense.nets.SmallCNN"}
+PAPER_MODELS = ["none-none", "none-fgsm", "blur-fgsm", "squeeze-fgsm", "none-blackbox",
+                "blur-blackbox", "squeeze-blackbox", "stacker", "vote", "mean"]
 
 
 def synthetic_registry(models_dir: Path) -> None:
@@ -48,39 +57,90 @@ def synthetic_registry(models_dir: Path) -> None:
                    name, spec)
 
 
+def breakdown(results: dict) -> dict:
+    """Seconds by stage and by (attack, threat) summed over models, from results.json."""
+    meta, rows = results.get("meta", {}), results.get("rows", [])
+    cells: dict[str, float] = defaultdict(float)
+    n_by: dict[str, int] = {}
+    for r in rows:
+        if r["attack"] == "worst_case":
+            continue
+        key = f"{r['attack']}/{r['threat']}"
+        cells[key] += float(r.get("seconds") or 0.0)
+        n_by[key] = r["n"]
+    return {"stages": meta.get("timings", {}), "cells": {k: round(v, 2) for k, v in cells.items()},
+            "cell_n": n_by, "pipeline_seconds": meta.get("seconds")}
+
+
+def print_table(out: dict) -> None:
+    b = out.get("breakdown") or {}
+    print(f"\nevaluate.py: {out['seconds']:.1f} s wall (n={out['n']}, "
+          f"threads={out['threads']}, {len(out['models'])} models, rc={out['returncode']})")
+    for stage, s in (b.get("stages") or {}).items():
+        print(f"  stage {stage:28s} {s:9.1f} s")
+    print(f"  {'attack/threat (sum over models)':34s} {'n':>5s} {'seconds':>9s}")
+    for key, s in sorted((b.get("cells") or {}).items(), key=lambda kv: -kv[1]):
+        print(f"  {key:34s} {b['cell_n'].get(key, 0):5d} {s:9.1f}")
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=None, help="test images (default: all 1,986)")
-    ap.add_argument("--synthetic", action="store_true")
-    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--models-dir", default=str(ROOT / "models"),
+                    help="registry to evaluate (default: models/)")
+    ap.add_argument("--all-models", action="store_true",
+                    help="every registry entry (default: the paper's ten that are present)")
+    ap.add_argument("--synthetic", action="store_true", help="untrained throwaway registry")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="OMP/torch threads of the evaluate.py process (default: inherited)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for evaluate.py")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
-    models_dir = ROOT / "models"
-    if args.synthetic or not any(models_dir.glob("*.ckpt")):
+    models_dir = Path(args.models_dir).resolve()
+    synthetic = args.synthetic or not any(models_dir.glob("*.ckpt"))
+    if synthetic:
         models_dir = tmp / "models"
         synthetic_registry(models_dir)
+    present = sorted(p.stem for p in models_dir.glob("*.ckpt"))
+    models = present if args.all_models else [m for m in PAPER_MODELS if m in present]
     cmd = [sys.executable, str(ROOT / "evaluate.py"), f"paths.models_dir={models_dir}",
            f"paths.log_dir={tmp}/logs", "eval.cache=false", "eval.progress=false",
-           f"eval.n={args.n if args.n else 'null'}", *args.overrides]
+           f"eval.n={args.n if args.n else 'null'}", f"eval.models=[{','.join(models)}]",
+           *args.overrides]
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
+    found = sorted(tmp.glob("logs/**/results.json"))
+    results = json.loads(found[-1].read_text()) if found else {}
     out = {"command": " ".join(cmd), "seconds": round(seconds, 1), "returncode": proc.returncode,
-           "n": args.n or 1986, "synthetic": models_dir != ROOT / "models",
-           "models": sorted(p.stem for p in models_dir.glob("*.ckpt")),
-           "cpu_count": os.cpu_count(), "torch_threads": _threads(), "machine": platform.platform(),
+           "n": args.n or 1986, "synthetic": synthetic, "models_dir": str(models_dir),
+           "models": models, "threads": env.get("OMP_NUM_THREADS", "default"),
+           "cpu_count": os.cpu_count(), "machine": platform.platform(),
+           "load_avg_before": _load(), "breakdown": breakdown(results) if results else None,
            "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
-    dest = ROOT / "benchmarks" / "results" / f"bench_eval_n{out['n']}.json"
+    dest = Path(args.out)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(out, indent=1))
-    print(json.dumps({k: v for k, v in out.items() if k != "stderr_tail"}, indent=1))
+    previous = json.loads(dest.read_text()) if dest.is_file() else {}
+    runs = previous.get("runs", []) if isinstance(previous, dict) else []
+    runs = [r for r in runs if r.get("n") != out["n"] or r.get("models_dir") != out["models_dir"]]
+    tmp_dest = dest.with_suffix(".json.tmp")
+    tmp_dest.write_text(json.dumps({"runs": [*runs, out]}, indent=1))
+    os.replace(tmp_dest, dest)
+    print_table(out)
+    if proc.returncode:
+        print(out["stderr_tail"], file=sys.stderr)
     sys.exit(proc.returncode)
 
 
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+def _load() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 if __name__ == "__main__":

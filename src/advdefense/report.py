@@ -164,6 +164,19 @@ def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any]
     return [p for p in made if p is not None]
 
 
+def _budget_lines(meta: dict[str, Any]) -> list[str]:
+    """The header's statement of budgeted attacks (``eval.attack_n``), if any."""
+    budget = meta.get("attack_n") or {}
+    if not budget:
+        return ["Every attack ran on all n images under every threat model.", ""]
+    parts = ", ".join(f"`{a}` on {k}" for a, k in sorted(budget.items()))
+    return [f"**Time budget (`eval.attack_n`): attacks crafted against each model (white-box, "
+            f"black-box) ran on a nested stratified subset of the n images: {parts}; all other "
+            "rows (clean, transfer, the other attacks) on all n. Each row's `n` says how many "
+            "images it covers; a worst case covers only the images every attack it combines "
+            "ran on.**", ""]
+
+
 def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
                  plots: bool = True) -> Path:
     """Write ``report.md`` (and the plots) from the result files in ``out_dir``."""
@@ -180,6 +193,7 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
              f"Test images: n = {meta.get('n')}; models: {', '.join(meta.get('models', []))}; "
              f"threat models: {', '.join(meta.get('threats', []))}; transfer surrogate: "
              f"`{meta.get('surrogate')}`; models dir: `{models_dir or meta.get('models_dir')}`.", "",
+             *_budget_lines(meta),
              "Accuracy, precision and recall (positive class = digit 7) have 95% Wilson intervals "
              "in results.json; accuracy@80% abstains on the 20% least confident examples "
              "(confidence = max logit, as the UAE kit). `worst_case` counts an example as robust "

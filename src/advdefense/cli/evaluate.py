@@ -80,6 +80,18 @@ def attack_specs(cfg: DictConfig) -> list[AttackSpec]:
     return specs
 
 
+def attack_budget(cfg: DictConfig) -> dict[str, int]:
+    """``eval.attack_n``: attack row -> most images it is crafted on per model (None = all)."""
+    out = {}
+    for name, k in (cfg.eval.get("attack_n") or {}).items():
+        if k is None:
+            continue
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"eval.attack_n.{name}", k, "a positive integer, or null for all")
+        out[str(name)] = int(k)
+    return out
+
+
 def sweep_config(cfg: DictConfig) -> SweepConfig | None:
     """eps-sweep factories built from the grid's own FGSM / PGD nodes with eps overridden."""
     s = cfg.eval.get("sweep")
@@ -131,7 +143,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
         sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad)),
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
-        meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt")})
+        meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt")},
+        attack_n=attack_budget(cfg))
     from advdefense.report import write_report
 
     report = write_report(out_dir, models_dir=cfg.paths.models_dir)

@@ -8,8 +8,15 @@ A *cell record* is a plain JSON-able dict::
      "examples": {"index": [k ints], "adv": [k x 784 floats]}}
 
 Records are cached on disk per cell (see :mod:`advdefense.evaluation.cache`), so the grid can
-be killed and resumed, and a rerun recomputes nothing. Every attack runs on every point: the
-per-attack rows are never computed on a filtered subset.
+be killed and resumed, and a rerun recomputes nothing. Every attack runs on every point of its
+row: the per-attack rows are never computed on a subset filtered by another attack's outcome.
+
+Budgeted attacks (``attack_n``): an attack crafted against each model (white-box, black-box)
+may be limited to the first ``k`` images of one seeded, stratified, *nested* order of the
+evaluated images (:func:`nested_order`), so every smaller subset lies inside every larger one.
+Such a record has ``n = k`` and ``"index"``: the positions (into the evaluated images) it
+covers. Transfer rows and the clean row always use every image. Worst cases are taken on the
+images every combined record covers (see :mod:`advdefense.evaluation.worst_case`).
 """
 
 from __future__ import annotations
@@ -36,11 +43,32 @@ class MissingSurrogateError(RuntimeError):
     """The transfer threat model needs a surrogate model that is not in the registry."""
 
 
+def nested_order(labels: torch.Tensor, seed: int = 0, first: int = 0) -> torch.Tensor:
+    """A permutation of ``range(N)`` whose every prefix is (nearly) stratified by label.
+
+    Each class is shuffled (seeded); item ``r`` of a class of size ``m`` gets the key
+    ``(r + 0.5) / m`` and the order sorts by key, so a prefix of length ``k`` holds each class in
+    proportion (within one image). The positions ``0 .. first-1`` (the images whose adversarial
+    versions are plotted) are put in front, so every subset contains them.
+    """
+    n = len(labels)
+    g = torch.Generator().manual_seed(int(seed))
+    keys = torch.empty(n, dtype=torch.float64)
+    for c in labels.unique():
+        pos = (labels == c).nonzero().squeeze(1)
+        perm = pos[torch.randperm(len(pos), generator=g)]
+        keys[perm] = (torch.arange(len(pos), dtype=torch.float64) + 0.5) / len(pos)
+    keys[:min(first, n)] = -1.0
+    return torch.sort(keys, stable=True).indices
+
+
 def _key(model: EvalModel, spec: AttackSpec, threat: str, surrogate: EvalModel | None,
-         subset_id: str) -> str:
+         subset_id: str, k: int | None = None) -> str:
     threat_part = "any" if spec.attack is None else threat
     parts = {"model": model.digest, "attack": spec.name, "config": spec.config,
              "threat": threat_part, "subset": subset_id, "v": 1}
+    if k is not None:
+        parts["k"] = int(k)
     if threat == "transfer" and spec.attack is not None and surrogate is not None:
         parts["surrogate"] = surrogate.digest
     return cell_key(parts)
@@ -63,14 +91,21 @@ class Grid:
         subset_id: string identifying the subset (part of every key).
         surrogate: the transfer surrogate, or None if no transfer threat is run.
         n_examples: adversarial examples kept per cell for plots.
+        attack_n: attack row name -> the most images it is crafted on against each model
+            (white-box / black-box); absent or None = all. See the module docstring.
+        seed: seed of the nested subset order.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, cache: CellCache,
-                 subset_id: str, surrogate: EvalModel | None = None, n_examples: int = 4) -> None:
+                 subset_id: str, surrogate: EvalModel | None = None, n_examples: int = 4,
+                 attack_n: dict[str, int | None] | None = None, seed: int = 0) -> None:
         self.images, self.labels, self.cache = images, labels, cache
         self.subset_id, self.surrogate, self.n_examples = subset_id, surrogate, n_examples
+        self.attack_n = {k: int(v) for k, v in (attack_n or {}).items() if v is not None}
+        self._order = nested_order(labels, seed, n_examples) if self.attack_n else None
         self._transfer: dict[str, torch.Tensor] = {}
         self._attackable: dict[str, nn.Module] = {}
+        self._records: dict[str, dict[str, Any]] = {}
         self.attack_calls = 0
 
     def transfer_images(self, spec: AttackSpec) -> torch.Tensor:
@@ -94,28 +129,47 @@ class Grid:
             self._attackable[model.name] = attackable(model.module)
         return self._attackable[model.name]
 
+    def subset(self, spec: AttackSpec, threat: str) -> torch.Tensor | None:
+        """Sorted positions a budgeted cell runs on, or None for all images."""
+        k = self.attack_n.get(spec.name)
+        if spec.attack is None or threat == "transfer" or k is None or k >= len(self.labels):
+            return None
+        return self._order[:k].sort().values
+
     def cell(self, model: EvalModel, spec: AttackSpec, threat: str) -> dict[str, Any]:
         """The record of one cell, from the cache or computed now."""
-        key = _key(model, spec, threat, self.surrogate, self.subset_id)
-        record = self.cache.get(key)
-        if record is None or len(record.get("pred", [])) != len(self.labels):
-            record = self._compute(model, spec, threat, key)
+        idx = self.subset(spec, threat)
+        key = _key(model, spec, threat, self.surrogate, self.subset_id,
+                   None if idx is None else len(idx))
+        # the clean cell's key is threat-independent: it is computed once per model and
+        # reused by every threat, even when the on-disk cache is disabled
+        record = self._records.get(key) or self.cache.get(key)
+        n = len(self.labels) if idx is None else len(idx)
+        if record is None or len(record.get("pred", [])) != n:
+            record = self._compute(model, spec, threat, key, idx)
             self.cache.put(key, record)
+        if spec.attack is None:
+            self._records[key] = record
         return record | {"threat": threat}
 
-    def _compute(self, model: EvalModel, spec: AttackSpec, threat: str, key: str) -> dict[str, Any]:
+    def _compute(self, model: EvalModel, spec: AttackSpec, threat: str, key: str,
+                 idx: torch.Tensor | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         info: dict[str, Any] = {}
+        images, labels = self.images, self.labels
+        if idx is not None:
+            images, labels = images[idx], labels[idx]
         if spec.attack is None:
-            adv = self.images
+            adv = images
         elif threat == "transfer":
             adv = self.transfer_images(spec)
         else:
             self.attack_calls += 1
-            adv, info = craft(spec, self._attack_model(model), self.images, self.labels)
+            adv, info = craft(spec, self._attack_model(model), images, labels)
         logits = predict_logits(model.module, adv)
-        return {
-            "model": model.name, "attack": spec.name, "threat": threat, "n": len(self.labels),
+        extra = {} if idx is None else {"index": idx.tolist()}
+        return extra | {
+            "model": model.name, "attack": spec.name, "threat": threat, "n": len(labels),
             "key": key, "pred": logits.argmax(1).tolist(),
             "conf": [round(float(v), 5) for v in logits.amax(1)],
             "seconds": round(time.perf_counter() - start, 3), "info": info,

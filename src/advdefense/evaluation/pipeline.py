@@ -74,7 +74,8 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
                     surrogate: EvalModel | None, cache: CellCache, out_dir: str | Path,
                     sweep: SweepConfig | None = None, sanity: SanityConfig | None = None,
                     seed: int = 0, progress: bool = True,
-                    meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                    meta: dict[str, Any] | None = None,
+                    attack_n: dict[str, int | None] | None = None) -> dict[str, Any]:
     """Run the grid (and sweeps), check it, write the result files; returns everything.
 
     Args:
@@ -87,6 +88,8 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
         out_dir: output folder.
         sweep: sweep settings, or None to skip sweeps (and the checks that need them).
         sanity: sanity-check tolerances.
+        attack_n: attack row name -> most images it is crafted on against each model
+            (white-box / black-box; nested stratified subsets, see ``evaluation.grid``).
 
     Returns:
         ``{"rows", "records", "sweeps", "checks", "meta"}``.
@@ -95,22 +98,27 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     sanity = sanity or SanityConfig()
     start = time.perf_counter()
     sid = subset_id("test", torch.arange(len(labels))) + cell_key({"l": labels.tolist()})[:8]
-    grid = Grid(images, labels, cache, sid, surrogate)
+    attack_n = {k: int(v) for k, v in (attack_n or {}).items()
+                if v is not None and int(v) < len(labels)}
+    grid = Grid(images, labels, cache, sid, surrogate, attack_n=attack_n, seed=seed)
     records = add_worst_cases(run_grid(grid, models, attacks, threats, progress), labels)
     rows = [to_row(r, labels) for r in records]
+    timings = {"grid": round(time.perf_counter() - start, 2)}
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
     checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol)
     if sweep is not None:
+        t0 = time.perf_counter()
         sweeps, more = _run_sweeps(models, images, labels, surrogate, cache, sweep, sanity,
                                    seed, progress)
         checks += more
+        timings["sweeps"] = round(time.perf_counter() - t0, 2)
     apply_flags(rows, checks)
     meta = (meta or {}) | {"n": len(labels), "threats": list(threats),
                            "models": [m.name for m in models],
                            "attacks": {s.name: s.config for s in attacks},
                            "surrogate": surrogate.name if surrogate else None,
                            "cache_hits": cache.hits, "attack_calls": grid.attack_calls,
-                           "seconds": round(time.perf_counter() - start, 2)}
+                           "attack_n": attack_n, "timings": timings, "seconds": round(time.perf_counter() - start, 2)}
     _write(Path(out_dir), rows, records, sweeps, checks, meta)
     _write_examples(Path(out_dir), records, images, labels)
     return {"rows": rows, "records": records, "sweeps": sweeps, "checks": checks, "meta": meta}

@@ -3,7 +3,8 @@
 A row is one model x attack x threat: ``model``, ``attack``, ``threat``, ``n``, the metrics
 of :func:`advdefense.evaluation.metrics.classification_metrics` with their Wilson bounds,
 ``confusion`` ([[TN, FP], [FN, TP]], positive = digit 7), ``seconds``, ``queries_mean`` and
-``flags`` (names of the sanity checks that failed for this row; empty = none).
+``flags`` (names of the sanity checks that failed for this row; empty = none). ``n`` is the
+number of images the row was computed on (a budgeted attack's subset, see ``eval.attack_n``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def to_row(record: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
     """Metrics row of one cell record (see :mod:`advdefense.evaluation.grid`)."""
     pred = torch.tensor(record["pred"], dtype=torch.long)
     conf = torch.tensor(record["conf"], dtype=torch.double)
+    if record.get("index") is not None:  # a budgeted cell: its subset of the images
+        labels = labels[torch.tensor(record["index"], dtype=torch.long)]
     row = {"model": record["model"], "attack": record["attack"], "threat": record["threat"]}
     row |= classification_metrics(labels, pred, conf)
     row["seconds"] = record.get("seconds", 0.0)

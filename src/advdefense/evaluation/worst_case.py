@@ -11,6 +11,11 @@ is never counted as robust):
   prediction; where none did, the *least* confident correct one.
 
 The threat ``all`` combines every threat model's attacks: the most honest single number.
+
+Records of budgeted attacks cover a subset (``record["index"]``: positions into the evaluated
+images, see :mod:`advdefense.evaluation.grid`). A worst case is then taken on the images that
+*every* combined record covers (the subsets are nested, so: the smallest one), never by
+counting an unattacked image as robust; its record carries that ``index`` and ``n``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ def worst_case(records: list[dict[str, Any]], labels: torch.Tensor,
     """
     if not records:
         raise ValueError("worst_case needs at least one attack record")
+    index = common_index(records, len(labels))
+    if index is not None:
+        records = [restrict(r, index) for r in records]
+        labels = labels[torch.tensor(index, dtype=torch.long)]
     preds = torch.tensor([r["pred"] for r in records], dtype=torch.long)  # (A, N)
     conf = torch.tensor([r["conf"] for r in records], dtype=torch.double)  # (A, N)
     correct = preds == labels[None, :]
@@ -44,13 +53,31 @@ def worst_case(records: list[dict[str, Any]], labels: torch.Tensor,
     chosen = torch.where(robust, right_conf, wrong_conf)
     pred = torch.where(robust, labels, 1 - labels)
     first = records[0]
-    return {
+    extra = {} if index is None else {"index": index}
+    return extra | {
         "model": first["model"], "attack": WORST, "threat": threat or first["threat"],
         "n": len(labels), "key": "", "pred": pred.tolist(), "conf": chosen.tolist(),
         "seconds": round(sum(r.get("seconds", 0.0) for r in records), 3),
         "info": {"over": [f"{r['threat']}/{r['attack']}" for r in records]},
         "examples": {"index": [], "adv": []},
     }
+
+
+def common_index(records: list[dict[str, Any]], n: int) -> list[int] | None:
+    """Sorted positions covered by every record (None: all ``n``, no record is a subset)."""
+    subsets = [set(r["index"]) for r in records if r.get("index") is not None]
+    if not subsets:
+        return None
+    return sorted(set.intersection(*subsets) & set(range(n)))
+
+
+def restrict(record: dict[str, Any], index: list[int]) -> dict[str, Any]:
+    """``record`` with ``pred`` / ``conf`` kept at the positions ``index`` only."""
+    have = record.get("index")
+    where = {p: i for i, p in enumerate(have)} if have is not None else None
+    pos = [where[p] for p in index] if where is not None else index
+    return record | {"pred": [record["pred"][i] for i in pos],
+                     "conf": [record["conf"][i] for i in pos], "index": index, "n": len(index)}
 
 
 def add_worst_cases(records: list[dict[str, Any]], labels: torch.Tensor,

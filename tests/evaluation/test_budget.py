@@ -1,0 +1,82 @@
+"""Budgeted attacks (eval.attack_n): nested stratified subsets, honest rows and worst cases."""
+
+import torch
+from eval_helpers import CountingAttack, data, linear_model
+
+from advdefense.evaluation.cache import CellCache
+from advdefense.evaluation.grid import Grid, nested_order
+from advdefense.evaluation.pipeline import evaluate_models
+from advdefense.evaluation.threats import AttackSpec, EvalModel
+from advdefense.evaluation.worst_case import WORST, worst_case
+from advdefense.report import write_report
+
+
+def test_nested_order_prefixes_are_stratified_and_nested():
+    labels = torch.tensor([0] * 30 + [1] * 10)[torch.randperm(40, generator=torch.Generator()
+                                                              .manual_seed(1))]
+    order = nested_order(labels, seed=3, first=4)
+    assert sorted(order.tolist()) == list(range(40))
+    assert order[:4].tolist() == [0, 1, 2, 3]  # the plotted images are in every subset
+    for k in range(8, 41):
+        ones = int(labels[order[:k]].sum())
+        assert abs(ones - k * 10 / 40) <= 4.5  # the 4 forced images aside, proportional
+    assert torch.equal(nested_order(labels, seed=3, first=4), order)
+
+
+class SizeAttack(CountingAttack):
+    """Records the batch sizes it was called on."""
+
+    def __init__(self):
+        super().__init__(0.3)
+        self.sizes = []
+
+    def run(self, model, images, labels):
+        self.sizes.append(len(images))
+        return super().run(model, images, labels)
+
+
+def test_budgeted_cells_and_worst_case(tmp_path):
+    x, y = data(24)
+    models = [EvalModel("a", linear_model(0), "da")]
+    attack = SizeAttack()
+    specs = [AttackSpec("big", attack, {"eps": 0.3}, ("transfer", "whitebox")),
+             AttackSpec("full", CountingAttack(0.1), {"eps": 0.1}, ("whitebox",))]
+    out = evaluate_models(models, specs, x, y, ["transfer", "whitebox"], models[0],
+                          CellCache(tmp_path / "c"), tmp_path / "out", None, progress=False,
+                          attack_n={"big": 10, "full": None})
+    assert attack.sizes == [24, 10]  # transfer crafted on all, white-box on the budget
+    rows = {(r["attack"], r["threat"]): r for r in out["rows"] if r["model"] == "a"}
+    assert rows[("big", "whitebox")]["n"] == 10 and rows[("big", "transfer")]["n"] == 24
+    assert rows[("full", "whitebox")]["n"] == 24 and rows[("none", "whitebox")]["n"] == 24
+    assert rows[(WORST, "whitebox")]["n"] == 10 and rows[(WORST, "all")]["n"] == 10
+    assert rows[(WORST, "transfer")]["n"] == 24
+    assert out["meta"]["attack_n"] == {"big": 10}
+    # the worst case on the subset = per-image worst over the rows restricted to it
+    recs = {(r["attack"], r["threat"]): r for r in out["records"]}
+    idx = recs[("big", "whitebox")]["index"]
+    assert len(idx) == 10 and idx[:4] == [0, 1, 2, 3]
+    full_pred = torch.tensor(recs[("full", "whitebox")]["pred"])[idx]
+    robust = ((torch.tensor(recs[("big", "whitebox")]["pred"]) == y[idx])
+              & (full_pred == y[idx])
+              & (torch.tensor(recs[("none", "whitebox")]["pred"])[idx] == y[idx]))
+    assert rows[(WORST, "whitebox")]["accuracy"] == robust.double().mean().item()
+    report = write_report(tmp_path / "out", plots=False).read_text()
+    assert "`big` on 10" in report
+
+
+def test_worst_case_never_counts_unattacked_images_as_robust():
+    labels = torch.tensor([0, 1, 0, 1])
+    clean = {"model": "m", "attack": "none", "threat": "whitebox", "pred": [0, 1, 0, 1],
+             "conf": [1.0] * 4}
+    sub = {"model": "m", "attack": "pgd", "threat": "whitebox", "pred": [1, 1], "conf": [2.0, 2.0],
+           "index": [0, 3]}
+    wc = worst_case([clean, sub], labels)
+    assert wc["index"] == [0, 3] and wc["n"] == 2 and wc["pred"] == [1, 1]
+
+
+def test_grid_without_budget_has_no_index(tmp_path):
+    x, y = data(8)
+    grid = Grid(x, y, CellCache(tmp_path), "s")
+    rec = grid.cell(EvalModel("a", linear_model(0), "d"),
+                    AttackSpec("x", CountingAttack(), {}, ("whitebox",)), "whitebox")
+    assert "index" not in rec and rec["n"] == 8
