@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, TINY_MEMBER, compose
+from cli_helpers import ROOT, TINY_MEMBER, compose
 
 from advdefense.cli.train import train
 

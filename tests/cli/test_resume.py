@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose
+from cli_helpers import ROOT, compose
 
 from advdefense.checks import ConfigError
 from advdefense.cli.train import _resume_path, train
