@@ -6,6 +6,7 @@ Turns ``cfg`` (conf/evaluate.yaml) into plain arguments for
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +81,21 @@ def attack_specs(cfg: DictConfig) -> list[AttackSpec]:
     return specs
 
 
-def attack_budget(cfg: DictConfig) -> dict[str, int]:
-    """``eval.attack_n``: attack row -> most images it is crafted on per model (None = all)."""
+def attack_budget(cfg: DictConfig, n: int) -> dict[str, int]:
+    """``eval.attack_n``: attack row -> most images it is crafted on per model (None = all).
+
+    An integer >= 1 is a count; a number in (0, 1) a fraction of the ``n`` evaluated images
+    (rounded up), so quick mode (``eval.n=200``) scales the budget down with n.
+    """
     out = {}
     for name, k in (cfg.eval.get("attack_n") or {}).items():
         if k is None:
             continue
+        if isinstance(k, float) and 0 < k < 1:
+            k = max(1, math.ceil(k * n))
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"eval.attack_n.{name}", k, "a positive integer, or null for all")
+            raise ConfigError(f"eval.attack_n.{name}", k,
+                              "a positive integer, a fraction in (0, 1) of eval.n, or null for all")
         out[str(name)] = int(k)
     return out
 
@@ -144,7 +152,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad)),
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
         meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt")},
-        attack_n=attack_budget(cfg))
+        attack_n=attack_budget(cfg, len(labels)))
     from advdefense.report import write_report
 
     report = write_report(out_dir, models_dir=cfg.paths.models_dir)
