@@ -50,7 +50,8 @@ class ClassifierModule(pl.LightningModule):
         preds = logits.argmax(1)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(preds, labels)
-        self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, labels), on_epoch=True)
+        self.log(f"{stage}/loss", nn.functional.cross_entropy(logits, labels), on_epoch=True,
+                 sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         if stage == "test":
             self.test_confusion.update(preds, labels)
