@@ -59,3 +59,8 @@ def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir):
     assert {p.name: p.stat().st_mtime_ns for p in models.glob("*.ckpt")} == stamps
     timings = json.loads((tmp_path / "out" / "experiment.json").read_text())["timings"]
     assert [t["stage"] for t in timings][:2] == ["member none-none", "member squeeze-fgsm"]
+    # A member trained again (here: deleted, as after a config change) retrains the stacker.
+    (models / "squeeze-fgsm.ckpt").unlink()
+    _run(tmp_path, data_dir)
+    assert (models / "stacker.ckpt").stat().st_mtime_ns != stamps["stacker.ckpt"]
+    assert (models / "none-none.ckpt").stat().st_mtime_ns == stamps["none-none.ckpt"]

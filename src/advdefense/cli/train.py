@@ -27,7 +27,16 @@ def config_digest(cfg: DictConfig) -> str:
         keep["trainer"].pop(k, None)
     for k in ("root", "num_workers", "timeout", "mirrors", "sources", "checksums"):
         keep["data"].pop(k, None)
+    if isinstance(keep["model"], dict) and keep["model"].get("members"):
+        # An ensemble depends on its members' weights: a retrained member retrains it too.
+        keep["model"].pop("models_dir", None)
+        keep["member_files"] = {name: _file_digest(model_path(cfg.paths.models_dir, name))
+                                for name in keep["model"]["members"]}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def already_registered(cfg: DictConfig) -> bool:
