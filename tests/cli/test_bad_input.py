@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cli_helpers import TINY_MEMBER, compose
+from helpers import TINY_MEMBER, compose
 
 from advdefense.cli.train import train
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_helpers import ROOT, TINY, TINY_MEMBER
+from helpers import ROOT, TINY, TINY_MEMBER
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,7 +19,7 @@ EVAL = ["eval.n=32", "eval.only_attacks=[fgsm]", "eval.threats=[whitebox,transfe
         "eval.sweep.enabled=false", "eval.progress=false"]
 
 
-def _run(tmp_path, data_dir) -> dict:
+def _run(tmp_path, data_dir, member_lr: float = 0.003) -> dict:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=paper_quick"], return_hydra_config=True)
@@ -32,7 +32,8 @@ def _run(tmp_path, data_dir) -> dict:
             cfg.paths.output_dir = str(tmp_path / "out")
             cfg.pipeline = OmegaConf.create({
                 "members": [{"preprocess": "none", "defense": "none"},
-                            {"preprocess": "squeeze", "defense": "fgsm"}],
+                            {"preprocess": "squeeze", "defense": "fgsm",
+                             "overrides": [f"model.optimizer.lr={member_lr}"]}],
                 "member_overrides": TINY_MEMBER,
                 "ensembles": ["stacker"],
                 "ensemble_overrides": [*TINY, "model.members=[none-none,squeeze-fgsm]"],
@@ -59,8 +60,8 @@ def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir):
     assert {p.name: p.stat().st_mtime_ns for p in models.glob("*.ckpt")} == stamps
     timings = json.loads((tmp_path / "out" / "experiment.json").read_text())["timings"]
     assert [t["stage"] for t in timings][:2] == ["member none-none", "member squeeze-fgsm"]
-    # A member trained again (here: deleted, as after a config change) retrains the stacker.
-    (models / "squeeze-fgsm.ckpt").unlink()
-    _run(tmp_path, data_dir)
+    # A member whose config changed is trained again, and so is the stacker over it.
+    _run(tmp_path, data_dir, member_lr=0.002)
+    assert (models / "squeeze-fgsm.ckpt").stat().st_mtime_ns != stamps["squeeze-fgsm.ckpt"]
     assert (models / "stacker.ckpt").stat().st_mtime_ns != stamps["stacker.ckpt"]
     assert (models / "none-none.ckpt").stat().st_mtime_ns == stamps["none-none.ckpt"]

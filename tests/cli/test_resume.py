@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli_helpers import ROOT, compose
+from helpers import ROOT, compose
 
 from advdefense.checks import ConfigError
 from advdefense.cli.train import _resume_path, train

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from cli_helpers import ROOT, TINY_MEMBER, compose
+from helpers import ROOT, TINY_MEMBER, compose
 from omegaconf import OmegaConf
 
 from advdefense.evaluation.seeds import seed_groups, seeds_section, split_seed

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from cli_helpers import ROOT, TINY, TINY_MEMBER, compose
+from helpers import ROOT, TINY, TINY_MEMBER, compose
 
 import advdefense
 from advdefense.cli.train import train

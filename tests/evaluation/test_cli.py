@@ -30,7 +30,7 @@ def _cfg(tmp_path, *extra):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory, mnist67_train):
-    from conftest import train_cnn
+    from helpers import train_cnn
 
     root = tmp_path_factory.mktemp("reg")
     x, y = mnist67_train
