@@ -71,3 +71,17 @@ def test_evaluate_bad_ckpt_is_a_clear_error(content, tmp_path, data_dir):
     assert str(path) in msg
     assert ("corrupt" in msg) or ("do not fit the architecture" in msg)
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_evaluate_device_resolution():
+    from advdefense.checks import ConfigError
+    from advdefense.cli.evaluate import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
+    with pytest.raises(ConfigError, match="eval.device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"eval.device='cuda'.*0 CUDA device"):
+            resolve_device("cuda")

@@ -24,8 +24,32 @@ from advdefense.registry import list_models, load_model, model_path
 TRAIN_SURROGATE = "python train.py preprocess=none defense=none"
 
 
-def _load(name: str, path: Path) -> EvalModel:
-    return EvalModel(name, load_model(path), file_hash(path))
+def resolve_device(value: str | None) -> torch.device:
+    """``eval.device``: ``auto`` (CUDA when there is one, else CPU), ``cpu``, ``cuda``, ``cuda:N``."""
+    value = "auto" if value in (None, "") else str(value)
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except RuntimeError as exc:
+        raise ConfigError("eval.device", value, "auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (device.index or 0) >= count:
+            raise ConfigError("eval.device", value,
+                              f"a device that is there: this machine has {count} CUDA device(s); "
+                              "use eval.device=cpu or auto")
+    elif device.type != "cpu":
+        raise ConfigError("eval.device", value, "auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _device(cfg: DictConfig) -> torch.device:
+    return resolve_device(cfg.eval.get("device", "cpu"))
+
+
+def _load(name: str, path: Path, device: torch.device | str = "cpu") -> EvalModel:
+    return EvalModel(name, load_model(path, device), file_hash(path))
 
 
 def load_models(cfg: DictConfig) -> list[EvalModel]:
@@ -34,7 +58,7 @@ def load_models(cfg: DictConfig) -> list[EvalModel]:
         path = Path(cfg.ckpt)
         if not path.is_file():
             raise FileNotFoundError(f"ckpt={cfg.ckpt}: no such model file")
-        return [_load(path.stem, path)]
+        return [_load(path.stem, path, _device(cfg))]
     models_dir = Path(cfg.paths.models_dir)
     names = list(cfg.eval.models) if cfg.eval.get("models") else list_models(models_dir)
     if not names:
@@ -45,7 +69,7 @@ def load_models(cfg: DictConfig) -> list[EvalModel]:
     if missing:
         raise FileNotFoundError(f"eval.models names {missing}, not in {models_dir}; "
                                 f"available: {list_models(models_dir)}")
-    return [_load(n, model_path(models_dir, n)) for n in names]
+    return [_load(n, model_path(models_dir, n), _device(cfg)) for n in names]
 
 
 def load_surrogate(cfg: DictConfig, threats: list[str]) -> EvalModel | None:
@@ -59,7 +83,7 @@ def load_surrogate(cfg: DictConfig, threats: list[str]) -> EvalModel | None:
             f"the transfer threat model crafts its attacks on the surrogate '{name}', but "
             f"{path} does not exist. Train it with `{TRAIN_SURROGATE}`, or leave transfer out: "
             "eval.threats=[whitebox,blackbox]")
-    return _load(name, path)
+    return _load(name, path, _device(cfg))
 
 
 def attack_specs(cfg: DictConfig) -> list[AttackSpec]:
@@ -130,7 +154,8 @@ def _data(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
     images, labels = load_mnist67("test", root=cfg.eval.get("data_root"))
     idx = subsample(labels, cfg.eval.get("n"), int(cfg.get("seed", 0)))
-    return images[idx], labels[idx]
+    device = _device(cfg)
+    return images[idx].to(device), labels[idx].to(device)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -138,6 +163,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     threats = list(cfg.eval.threats)
     for t in threats:
         check_choice("eval.threats", t, THREATS)
+    _device(cfg)  # a device that is not there fails before any work
     n = cfg.eval.get("n")
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ConfigError("eval.n", n, "a positive integer, or null for all 1,986 test images")

@@ -117,6 +117,8 @@ class Grid:
         key = cell_key({"transfer": spec.name, "config": spec.config, "subset": self.subset_id,
                         "surrogate": self.surrogate.digest, "v": 1})
         adv = self.cache.get_tensor(key)
+        if adv is not None:
+            adv = adv.to(self.images.device)
         if adv is None or adv.shape != self.images.shape:
             self.attack_calls += 1
             adv, _ = craft(spec, attackable(self.surrogate.module), self.images, self.labels)
