@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
+from attack_models import NoBackward
 
 from advdefense.attacks.local_search import LocalSearch
 from advdefense.defenses import BlackBoxAugmentation
-
-
-class NoBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        raise AssertionError("backward was called inside the black-box defense")
-
-
-class Guarded(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(NoBackward.apply(x))
 
 
 def test_defense_only_queries_and_fills_its_pool(undefended_cnn, mnist67_test):
     x, y = mnist67_test[0][:16], mnist67_test[1][:16]
     defense = BlackBoxAugmentation(LocalSearch(rounds=5, max_queries=300), attack_per_step=4,
                                    pool_size=8, pool_per_step=4)
-    model = Guarded(undefended_cnn)
+    model = NoBackward(undefended_cnn)
     out_x, out_y = defense(model, x, y, step=0)
     assert out_x.shape == (20, 1, 28, 28) and torch.equal(out_y[:16], y)
     assert defense.filled == 4
