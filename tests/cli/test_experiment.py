@@ -65,3 +65,15 @@ def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir):
     assert (models / "squeeze-fgsm.ckpt").stat().st_mtime_ns != stamps["squeeze-fgsm.ckpt"]
     assert (models / "stacker.ckpt").stat().st_mtime_ns != stamps["stacker.ckpt"]
     assert (models / "none-none.ckpt").stat().st_mtime_ns == stamps["none-none.ckpt"]
+
+
+@pytest.mark.parametrize("trainer, expected", [("default", []), ("ddp_cpu", ["trainer=ddp_cpu"])])
+def test_experiment_trainer_choice_reaches_every_stage(trainer, expected, tmp_path, data_dir):
+    from helpers import compose as compose_cfg
+
+    from advdefense.cli.experiment import member_overrides
+
+    cfg = compose_cfg("train", ["experiment=paper_quick", f"trainer={trainer}"], tmp_path,
+                      data_dir)
+    overrides = member_overrides(cfg, {"preprocess": "none", "defense": "fgsm"})
+    assert [o for o in overrides if o.startswith("trainer=")] == expected

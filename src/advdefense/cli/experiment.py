@@ -42,11 +42,17 @@ def _paths(cfg: DictConfig) -> list[str]:
     return [f"paths.{k}={v}" for k, v in cfg.paths.items() if k != "output_dir"]
 
 
+def _trainer() -> list[str]:
+    """The experiment's own ``trainer=`` choice (e.g. ``trainer=gpu``), passed to every stage."""
+    choice = HydraConfig.get().runtime.choices.get("trainer")
+    return [f"trainer={choice}"] if choice and choice != "default" else []
+
+
 def member_overrides(cfg: DictConfig, member: Any) -> list[str]:
     """``preprocess=X defense=Y name=X-Y`` plus the experiment's member overrides."""
     preprocess, defense = member["preprocess"], member["defense"]
     return [f"preprocess={preprocess}", f"defense={defense}", f"name={preprocess}-{defense}",
-            f"seed={cfg.seed}", "skip_if_registered=true", *_paths(cfg),
+            f"seed={cfg.seed}", "skip_if_registered=true", *_paths(cfg), *_trainer(),
             *cfg.pipeline.get("member_overrides", []), *member.get("overrides", [])]
 
 
@@ -70,7 +76,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
             summary["members"][name] = timed(f"member {name}", train, sub)
     for ensemble in pipe.get("ensembles", []):
         overrides = [f"model={ensemble}", f"seed={cfg.seed}", "skip_if_registered=true",
-                     *_paths(cfg), *pipe.get("ensemble_overrides", [])]
+                     *_paths(cfg), *_trainer(), *pipe.get("ensemble_overrides", [])]
         with stage_config("train", overrides, out / "ensembles" / ensemble) as sub:
             summary["ensembles"][ensemble] = timed(f"ensemble {ensemble}", train, sub)
     if pipe.get("evaluate"):
