@@ -31,6 +31,7 @@ def to_row(record: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
     """Metrics row of one cell record (see :mod:`advdefense.evaluation.grid`)."""
     pred = torch.tensor(record["pred"], dtype=torch.long)
     conf = torch.tensor(record["conf"], dtype=torch.double)
+    labels = labels.cpu()  # records hold plain lists; the images may live on a GPU
     if record.get("index") is not None:  # a budgeted cell: its subset of the images
         labels = labels[torch.tensor(record["index"], dtype=torch.long)]
     row = {"model": record["model"], "attack": record["attack"], "threat": record["threat"]}

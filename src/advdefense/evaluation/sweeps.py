@@ -51,7 +51,7 @@ def eps_sweep(grid: Grid, models: Sequence[EvalModel],
 
 def _row(record: dict[str, Any], labels: torch.Tensor, attack: str, threat: str,
          eps: float | None) -> dict[str, Any]:
-    correct = int((torch.tensor(record["pred"]) == labels).sum())
+    correct = int((torch.tensor(record["pred"]) == labels.cpu()).sum())
     return {"model": record["model"], "attack": attack, "threat": threat, "eps": eps,
             "accuracy": correct / max(len(labels), 1), "n": len(labels)}
 

@@ -40,6 +40,7 @@ def worst_case(records: list[dict[str, Any]], labels: torch.Tensor,
     """
     if not records:
         raise ValueError("worst_case needs at least one attack record")
+    labels = labels.cpu()  # records hold plain lists; the images may live on a GPU
     index = common_index(records, len(labels))
     if index is not None:
         records = [restrict(r, index) for r in records]
