@@ -4,8 +4,12 @@ An attack is a stateless object: all parameters at construction, then
 ``attack(model, images, labels) -> adversarial images``. ``model`` is any ``nn.Module`` that
 maps (N, 1, 28, 28) float images in [0, 1] to (N, 2) logits (a member, the stacker, a whole
 preprocessed pipeline). ``attack.run(...)`` returns an :class:`AttackResult` with per-example
-details. The model's train/eval mode is restored in ``finally`` and gradients are taken with
-respect to the input only (``torch.autograd.grad``), so parameters' ``.grad`` stay untouched.
+details; ``attack.run(..., need_success=False)`` skips the work spent only on ``success``
+(``attack(...)`` does so, it returns the images alone). The model's train/eval mode is restored
+in ``finally`` and gradients are taken with respect to the input only
+(``torch.autograd.grad``), so parameters' ``.grad`` stay untouched. The model is queried
+with channels-last images (:func:`channels_last`, no copy) and the returned images have
+the default strides.
 """
 
 from __future__ import annotations
@@ -26,13 +30,15 @@ class AttackResult:
 
     Attributes:
         images: (N, 1, 28, 28) adversarial images in [0, 1], on the input's device.
-        success: (N,) bool, True where the model misclassifies the adversarial image.
+        success: (N,) bool, True where the model misclassifies the adversarial image; None
+            when the caller passed ``need_success=False`` and the attack would have needed
+            extra forward passes for it (never a guess: either the true value or None).
         queries: (N,) int64 forward queries spent per example (0 where not counted).
         info: per-example extras, each an (N, ...) tensor (e.g. ``angle``, ``dx``, ``dy``).
     """
 
     images: torch.Tensor
-    success: torch.Tensor
+    success: torch.Tensor | None
     queries: torch.Tensor
     info: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -47,6 +53,31 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def channels_last(images: torch.Tensor) -> torch.Tensor:
+    """``images`` with channels-last strides, the same values; no copy for one channel.
+
+    An (N, 1, H, W) contiguous tensor is laid out in memory exactly as a channels-last one, only
+    its channel stride says otherwise; relabelling it makes PyTorch's CPU convolutions and
+    max-pooling take their channels-last kernels (measured on the SmallCNN, one thread: a
+    forward pass 1.8x faster, forward + input gradient 1.2x; same values up to float
+    rounding). The model itself is not touched.
+    """
+    if images.ndim != 4:
+        return images
+    n, c, h, w = images.shape
+    if c == 1 and images.is_contiguous():
+        return images.as_strided(images.shape, (h * w, 1, w, 1))
+    return images.contiguous(memory_format=torch.channels_last)
+
+
+def standard_layout(images: torch.Tensor) -> torch.Tensor:
+    """``images`` with the default (N, C, H, W) contiguous strides; no copy for one channel."""
+    if images.ndim == 4 and images.shape[1] == 1 and images.is_contiguous():
+        n, c, h, w = images.shape
+        return images.as_strided(images.shape, (c * h * w, h * w, w, 1))
+    return images.contiguous()
 
 
 class Attack:
@@ -68,11 +99,17 @@ class Attack:
         self.batch_size, self.progress, self.seed = int(batch_size), bool(progress), int(seed)
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Return adversarial images, (N, 1, 28, 28) in [0, 1]."""
-        return self.run(model, images, labels).images
+        """Return adversarial images, (N, 1, 28, 28) in [0, 1] (``success`` is not computed)."""
+        return self.run(model, images, labels, need_success=False).images
 
-    def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> AttackResult:
-        """Attack ``images`` (N, 1, 28, 28) in [0, 1] with true ``labels`` (N,) in {0, 1}."""
+    def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+            need_success: bool = True) -> AttackResult:
+        """Attack ``images`` (N, 1, 28, 28) in [0, 1] with true ``labels`` (N,) in {0, 1}.
+
+        ``need_success=False``: the caller does not read ``result.success``; attacks that
+        would spend a forward pass only on it (FGSM, JSMA, spatial) skip it and report None.
+        Attacks that know it anyway (PGD, local search) still report it.
+        """
         check_images(images)
         check_labels(labels, images.shape[0])
         generator = torch.Generator(device=images.device)
@@ -86,11 +123,14 @@ class Attack:
         with eval_mode(model):
             for start in chunks:
                 sl = slice(start, start + self.batch_size)
-                parts.append(self._run(model, images[sl].detach(), labels[sl], generator))
-        return _concat(parts, images)
+                parts.append(self._run(model, channels_last(images[sl].detach()), labels[sl], generator,
+                                       need_success=need_success))
+        result = _concat(parts, images)
+        result.images = standard_layout(result.images)
+        return result
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator) -> AttackResult:
+             generator: torch.Generator, need_success: bool = True) -> AttackResult:
         raise NotImplementedError  # pragma: no cover - abstract
 
 
@@ -99,9 +139,10 @@ def _concat(parts: list[AttackResult], like: torch.Tensor) -> AttackResult:
         empty = torch.zeros(0, dtype=torch.bool, device=like.device)
         return AttackResult(like.clone(), empty, empty.long())
     keys = parts[0].info.keys()
+    known = all(p.success is not None for p in parts)
     return AttackResult(
         images=torch.cat([p.images for p in parts]),
-        success=torch.cat([p.success for p in parts]),
+        success=torch.cat([p.success for p in parts]) if known else None,
         queries=torch.cat([p.queries for p in parts]),
         info={k: torch.cat([p.info[k] for p in parts]) for k in keys},
     )
@@ -114,7 +155,7 @@ def input_grad(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     ``loss="ce"`` is cross-entropy with ``labels``; ``loss="margin"`` is the logit margin
     ``z_other - z_label`` (the CW loss for two classes). Parameters' ``.grad`` are untouched.
     """
-    x = images.detach().requires_grad_(True)
+    x = channels_last(images.detach()).requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
         if loss == "ce":
@@ -131,7 +172,7 @@ def input_grad(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Predicted class, (N,) int64, without tracking gradients."""
-    return model(images).argmax(1)
+    return model(channels_last(images)).argmax(1)
 
 
 # --- helpers shared by the attack modules (additive; the public API above is unchanged) ---

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advdefense.attacks.base import Attack, AttackResult, other_class
+from advdefense.attacks.base import Attack, AttackResult, channels_last, other_class
 from advdefense.checks import ConfigError, check_range
 
 
@@ -107,7 +107,7 @@ class JSMA(Attack):
         self.theta, self.gamma = float(theta), float(gamma)
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator) -> AttackResult:
+             generator: torch.Generator, need_success: bool = True) -> AttackResult:
         n, dev = images.shape[0], images.device
         x = images.flatten(1).clone()
         with torch.no_grad():
@@ -133,8 +133,10 @@ class JSMA(Attack):
                 x[rows, pix] = (x[rows, pix] + self.theta).clamp(0.0, 1.0)
             domain[rows] &= x[rows] < 1.0 if self.theta > 0 else x[rows] > 0.0
         adv = x.view_as(images)
-        with torch.no_grad():
-            success = model(adv).argmax(1) != labels
+        success = None
+        if need_success:
+            with torch.no_grad():
+                success = model(adv).argmax(1) != labels
         pixels = (adv != images).flatten(1).sum(1)
         return AttackResult(adv, success, queries, {"target": target, "pixels": pixels})
 
@@ -142,7 +144,7 @@ class JSMA(Attack):
 def _jacobian(model: nn.Module, x: torch.Tensor,
               target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients (M, D) of the target logit and of the sum of the other logits, and logits."""
-    x = x.detach().requires_grad_(True)
+    x = channels_last(x.detach()).requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
         z_t = logits.gather(1, target[:, None]).sum()

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advdefense.attacks.base import Attack, AttackResult, check_int, example_loss
+from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int, example_loss
 from advdefense.checks import check_choice, check_range
 
 
@@ -81,7 +81,7 @@ class LocalSearch(Attack):
 
     @torch.no_grad()
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator) -> AttackResult:
+             generator: torch.Generator, need_success: bool = True) -> AttackResult:
         n, dev = images.shape[0], images.device
         x = images.flatten(1).clone()
         queries = torch.ones(n, dtype=torch.int64, device=dev)
@@ -155,5 +155,5 @@ class LocalSearch(Attack):
 def _batched(model: nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:
     """Forward ``x`` in chunks of ``size`` (caller holds no_grad)."""
     if x.shape[0] <= size:
-        return model(x)
-    return torch.cat([model(x[i:i + size]) for i in range(0, x.shape[0], size)])
+        return model(channels_last(x))
+    return torch.cat([model(channels_last(x[i:i + size])) for i in range(0, x.shape[0], size)])

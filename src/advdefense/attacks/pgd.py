@@ -12,6 +12,7 @@ from torch import nn
 from advdefense.attacks.base import (
     Attack,
     AttackResult,
+    channels_last,
     check_int,
     example_loss,
     improves,
@@ -77,7 +78,7 @@ class PGD(Attack):
         self.early_stop = bool(early_stop)
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator) -> AttackResult:
+             generator: torch.Generator, need_success: bool = True) -> AttackResult:
         n = len(images)
         base_seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=images.device))
         target = labels
@@ -133,7 +134,7 @@ class PGD(Attack):
                         idx[active]
             x = torch.minimum(torch.maximum(x + (sign * self.alpha) * grad.sign(), lo), hi)
         with torch.no_grad():
-            self._keep(x, model(x), labels, target, state, idx)
+            self._keep(x, model(channels_last(x)), labels, target, state, idx)
 
     def _keep(self, x: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
               target: torch.Tensor, state: tuple[torch.Tensor, ...], idx: torch.Tensor) -> None:

@@ -21,7 +21,7 @@ import torch
 from kornia.geometry.transform import resize, warp_affine
 from torch import nn
 
-from advdefense.attacks.base import Attack, AttackResult, check_int, improves
+from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int, improves
 from advdefense.checks import check_choice, check_range
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -65,6 +65,43 @@ def warp(images: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor,
     m = affine_matrices(angle.to(images), dx.to(images), dy.to(images), images.shape[-2:])
     out = warp_affine(images, m, dsize=tuple(images.shape[-2:]), mode="bilinear",
                       padding_mode="zeros", align_corners=True)
+    return out.clamp_(0.0, 1.0)
+
+
+def sampling_grids(params: torch.Tensor, size: tuple[int, int] = (28, 28),
+                   dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """(T, H, W, 2) ``grid_sample`` grids of the (T, 3) (angle, dx, dy) transforms.
+
+    The same warp as :func:`warp` (bilinear, zeros, ``align_corners=True``): output pixel
+    (x, y) samples the source at ``A^-1 ((x, y) - t)`` for the source-to-destination matrix
+    ``[A | t]`` of :func:`affine_matrices`, in normalized coordinates. Built in float64 and
+    cast, so a grid computed once serves every image (the attack caches them per device and
+    dtype and warps many images with one ``grid_sample`` call per block of transforms).
+    """
+    h, w = int(size[0]), int(size[1])
+    p = params.detach().to("cpu", torch.float64)
+    m = affine_matrices(p[:, 0], p[:, 1], p[:, 2], (h, w))
+    inv = torch.linalg.inv(m[:, :, :2])
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
+                            torch.arange(w, dtype=torch.float64), indexing="ij")
+    dst = torch.stack([xs, ys], -1)[None] - m[:, None, None, :, 2]  # (T, H, W, 2)
+    src = torch.einsum("tij,thwj->thwi", inv, dst)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64)
+    return (src * scale - 1.0).to(device=device, dtype=dtype).contiguous()
+
+
+def warp_many(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
+    """Every image under every grid: images (N, 1, H, W), grids (B, H, W, 2) -> (B, N, H, W).
+
+    One ``grid_sample`` call: the N single-channel images are the channels of one input, so
+    each grid is applied to all of them (no per-pair grid copies). Clamped to [0, 1] like
+    :func:`warp`.
+    """
+    b, n = grids.shape[0], images.shape[0]
+    src = images[:, 0].unsqueeze(0).expand(b, n, *images.shape[-2:])
+    out = nn.functional.grid_sample(src, grids, mode="bilinear", padding_mode="zeros",
+                                    align_corners=True)
     return out.clamp_(0.0, 1.0)
 
 
@@ -152,6 +189,7 @@ class SpatialGrid(Attack):
             check_range("attack.mass_tolerance", tol, 0.0, None, lo_open=True)
         self.mass_tolerance = None if tol is None else float(tol)
         self.eval_batch = check_int("attack.eval_batch", eval_batch)
+        self._grids: dict[tuple, torch.Tensor] = {}
 
     def grid(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """(T, 3) grid of (angle deg, dx px, dy px); angle outermost, then dx, then dy."""
@@ -169,11 +207,15 @@ class SpatialGrid(Attack):
         """Apply this attack's transform (with its shrink setting) to ``images``."""
         return spatial_transform(images, angle, dx, dy, shrink=self.shrink)
 
-    def allowed(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-        """(N,) bool: the mass check between (N, 1, H, W) images before and after warping."""
+    def allowed(self, before: torch.Tensor, after: torch.Tensor, repeat: int = 1) -> torch.Tensor:
+        """(N,) bool: the mass check between (N, 1, H, W) images before and after warping.
+
+        With ``repeat`` = b, ``after`` holds b transform-major blocks of the N' images in
+        ``before`` (N = b N'), as :meth:`_score_grid` produces them.
+        """
         if self.mass_tolerance is None:
-            return torch.ones(before.shape[0], dtype=torch.bool, device=before.device)
-        m0, m1 = before.sum((1, 2, 3)), after.sum((1, 2, 3))
+            return torch.ones(after.shape[0], dtype=torch.bool, device=before.device)
+        m0, m1 = before.sum((1, 2, 3)).repeat(repeat), after.sum((1, 2, 3))
         diff = (m1 - m0).abs()
         return (diff < self.mass_tolerance * m0) | (diff == 0)
 
@@ -187,7 +229,7 @@ class SpatialGrid(Attack):
         return u * lim
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             generator: torch.Generator) -> AttackResult:
+             generator: torch.Generator, need_success: bool = True) -> AttackResult:
         n, dev = images.shape[0], images.device
         base = shrink_pad(images) if self.shrink else images
         cand = self._candidates(n, dev, generator)
@@ -196,6 +238,7 @@ class SpatialGrid(Attack):
         best_idx = torch.full((n,), -1, dtype=torch.int64, device=dev)
         queries = torch.zeros(n, dtype=torch.int64, device=dev)
         rows = torch.arange(n, device=dev)
+        grids = self.sampling_grids(base) if self.mode == "grid" else None
         t0, total = 0, cand.shape[1]
         while t0 < total:
             if self.early_stop:
@@ -205,7 +248,12 @@ class SpatialGrid(Attack):
             # transforms per block: a block's forward batch is about eval_batch images, so
             # blocks grow as fooled images leave (early stop)
             per = max(1, self.eval_batch // max(rows.numel(), 1))
-            succ, loss, ok = self._score(model, base[rows], labels[rows], cand[rows, t0:t0 + per])
+            if self.mode == "grid":  # the same transforms for every row: precomputed grids
+                succ, loss, ok = self._score_grid(model, base[rows], labels[rows],
+                                                  grids[t0:t0 + per])
+            else:
+                succ, loss, ok = self._score(model, base[rows], labels[rows],
+                                             cand[rows, t0:t0 + per])
             queries[rows] += ok.sum(1)
             has = succ.any(1)
             j = torch.where(has, loss.masked_fill(~succ, float("-inf")).argmax(1), loss.argmax(1))
@@ -220,9 +268,41 @@ class SpatialGrid(Attack):
         chosen = chosen.masked_fill((best_idx < 0)[:, None], 0.0)
         angle, dx, dy = chosen.unbind(1)
         out = warp(base, angle, dx, dy)
-        with torch.no_grad():
-            success = model(out).argmax(1) != labels
+        success = None
+        if need_success:
+            with torch.no_grad():
+                success = model(out).argmax(1) != labels
         return AttackResult(out, success, queries, {"angle": angle, "dx": dx, "dy": dy})
+
+    def sampling_grids(self, like: torch.Tensor) -> torch.Tensor:
+        """(T, H, W, 2) sampling grids of :meth:`grid`, cached per device, dtype and grid."""
+        key = (like.device, like.dtype, tuple(like.shape[-2:]), self.max_angle,
+               self.max_shift, self.n_angles, self.n_shifts)
+        if key not in self._grids:
+            self._grids.clear()  # one grid at a time (about 5 MB for the engstrom grid)
+            self._grids[key] = sampling_grids(self.grid(), like.shape[-2:], like.dtype,
+                                              like.device)
+        return self._grids[key]
+
+    def _score_grid(self, model: nn.Module, base: torch.Tensor, labels: torch.Tensor,
+                    grids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`_score` for the same b transforms (their grids (b, H, W, 2)) on every row."""
+        n, b = base.shape[0], grids.shape[0]
+        # (b, n, H, W) transform-major -> (b n, 1, H, W), no copy
+        flat = warp_many(base, grids).view(b * n, 1, *base.shape[-2:])
+        ok = self.allowed(base, flat, b)
+        y = labels.repeat(b)
+        loss = torch.full((b * n,), float("-inf"), device=base.device)
+        succ = torch.zeros(b * n, dtype=torch.bool, device=base.device)
+        if bool(ok.all()):
+            logits = _forward(model, flat)
+            loss, succ = nn.functional.cross_entropy(logits, y, reduction="none"), \
+                logits.argmax(1) != y
+        elif bool(ok.any()):
+            logits = _forward(model, flat[ok])
+            loss[ok] = nn.functional.cross_entropy(logits, y[ok], reduction="none")
+            succ[ok] = logits.argmax(1) != y[ok]
+        return succ.view(b, n).T, loss.view(b, n).T, ok.view(b, n).T
 
     def _score(self, model: nn.Module, base: torch.Tensor, labels: torch.Tensor,
                cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -248,4 +328,4 @@ class SpatialGrid(Attack):
 
 @torch.no_grad()
 def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).float()
+    return model(channels_last(x)).float()
