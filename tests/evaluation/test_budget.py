@@ -80,3 +80,17 @@ def test_grid_without_budget_has_no_index(tmp_path):
     rec = grid.cell(EvalModel("a", linear_model(0), "d"),
                     AttackSpec("x", CountingAttack(), {}, ("whitebox",)), "whitebox")
     assert "index" not in rec and rec["n"] == 8
+
+
+def test_attack_n_null_clears_the_default_budget():
+    """``eval.attack_n=null`` runs every attack on all n; ``={}`` would merge into the default."""
+    from helpers import ROOT
+    from hydra import compose, initialize_config_dir
+
+    from advdefense.cli.evaluate import attack_budget
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        default = compose("evaluate")
+        cleared = compose("evaluate", overrides=["eval.attack_n=null"])
+    assert attack_budget(default, 1986)["pgd"] == 993
+    assert attack_budget(cleared, 1986) == {}

@@ -56,7 +56,7 @@ def subsample(labels: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tenso
 
     if n is None or n >= len(labels):
         return torch.arange(len(labels))
-    taken, _ = stratified_split(labels.numpy(), int(n), seed)
+    taken, _ = stratified_split(labels.cpu().numpy(), int(n), seed)
     return torch.from_numpy(np.asarray(taken, dtype=np.int64))
 
 

@@ -65,7 +65,7 @@ def affine(images: torch.Tensor, angle: float = 0.0, dx: float = 0.0, dy: float 
     a = math.radians(float(angle))
     cos, sin = math.cos(a), math.sin(a)
     theta = torch.tensor([[cos, -sin, -2 * dx / w], [sin, cos, -2 * dy / h]],
-                         dtype=images.dtype).expand(n, 2, 3)
+                         dtype=images.dtype, device=images.device).expand(n, 2, 3)
     grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
     out = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
                                           align_corners=False)
