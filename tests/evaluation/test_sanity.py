@@ -88,3 +88,31 @@ def test_fgsm_eps0_equals_clean_on_real_attack():
     model = linear_model()
     adv = FGSM(0.0)(model, x, y)
     assert torch.equal(adv, x)
+
+
+def test_grid_checks_compare_budgeted_rows_on_shared_images():
+    """A budgeted PGD row (4 of 8 images) is compared with FGSM on those 4 images only."""
+    labels = torch.zeros(8, dtype=torch.long)
+    fgsm = {"model": "m", "attack": "fgsm", "threat": "whitebox",
+            "pred": [0, 0, 0, 0, 1, 1, 1, 1], "conf": [1.0] * 8}                      # right on 0-3 only
+    pgd_ok = {"model": "m", "attack": "pgd", "threat": "whitebox",
+              "pred": [1, 1, 1, 0], "index": [4, 5, 6, 7], "conf": [1.0] * 4}        # images FGSM already fooled
+    pgd_bad = {"model": "m", "attack": "pgd", "threat": "whitebox",
+               "pred": [0, 0, 0, 1], "index": [4, 5, 6, 7], "conf": [1.0] * 4}
+    rows_ok = [grid_row("m", "fgsm", "whitebox", 0.5), grid_row("m", "pgd", "whitebox", 0.25)]
+    rows_bad = [grid_row("m", "fgsm", "whitebox", 0.5), grid_row("m", "pgd", "whitebox", 0.75)]
+    eps = {"fgsm": 0.3, "pgd": 0.3}
+    # whole rows pass (0.25 <= 0.5) but on the shared images PGD 0.25 > FGSM 0.0: fires
+    fired = grid_checks(rows_ok, eps, records=[fgsm, pgd_ok], labels=labels)
+    assert failed(fired, "fgsm_beats_pgd")
+    assert "4 shared images" in fired[0]["detail"]
+    assert not failed(grid_checks(rows_ok, eps), "fgsm_beats_pgd")  # rows alone miss it
+    # whole rows would fire (0.75 > 0.5); shared images: PGD 0.75 vs FGSM 0.0, still fires
+    assert failed(grid_checks(rows_bad, eps, records=[fgsm, pgd_bad], labels=labels),
+                  "fgsm_beats_pgd")
+    # PGD on FGSM's right-answer images, fooling all: whole rows 0.0 vs 0.5, shared 0.0 vs 1.0
+    pgd_good = {"model": "m", "attack": "pgd", "threat": "whitebox",
+                "pred": [1, 1, 1, 1], "index": [0, 1, 2, 3], "conf": [1.0] * 4}
+    rows = [grid_row("m", "fgsm", "whitebox", 0.5), grid_row("m", "pgd", "whitebox", 0.0)]
+    assert not failed(grid_checks(rows, eps, records=[fgsm, pgd_good], labels=labels),
+                      "fgsm_beats_pgd")

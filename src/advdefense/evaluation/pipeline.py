@@ -105,7 +105,8 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     rows = [to_row(r, labels) for r in records]
     timings = {"grid": round(time.perf_counter() - start, 2)}
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
-    checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol)
+    checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol,
+                         records, labels)
     if sweep is not None:
         t0 = time.perf_counter()
         sweeps, more = _run_sweeps(models, images, labels, surrogate, cache, sweep, sanity,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advdefense.evaluation.worst_case import WORST
+from advdefense.evaluation.worst_case import WORST, common_index, restrict
 
 Check = dict[str, Any]
 
@@ -97,34 +97,64 @@ def _acc(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str,
     return {(r["model"], r["attack"], r["threat"]): r for r in rows}
 
 
+def _pair(a: dict[str, Any], b: dict[str, Any], records: dict[tuple[str, str, str], Any],
+          labels: torch.Tensor | None) -> tuple[float, float, str]:
+    """Accuracies of rows ``a`` and ``b`` on the images both were computed on.
+
+    Budgeted cells (``eval.attack_n``) cover nested subsets of different sizes; comparing
+    their whole-row accuracies would compare different images. With the cell records (per-image
+    predictions and ``index``) both accuracies are recomputed on the shared images.
+    """
+    ka, kb = (a["model"], a["attack"], a["threat"]), (b["model"], b["attack"], b["threat"])
+    ra, rb = records.get(ka), records.get(kb)
+    if labels is None or ra is None or rb is None:
+        return a["accuracy"], b["accuracy"], ""
+    labels = labels.cpu()
+    index = common_index([ra, rb], len(labels))
+    if index is not None:
+        ra, rb, labels = restrict(ra, index), restrict(rb, index), labels[index]
+    if len(labels) == 0:
+        return a["accuracy"], b["accuracy"], " (no shared images: whole rows)"
+
+    def acc(r: dict[str, Any]) -> float:
+        return float((torch.tensor(r["pred"], dtype=torch.long) == labels).double().mean())
+
+    return acc(ra), acc(rb), f" on {len(labels)} shared images"
+
+
 def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
-                tol: float = 0.01) -> list[Check]:
+                tol: float = 0.01, records: Sequence[dict[str, Any]] | None = None,
+                labels: torch.Tensor | None = None) -> list[Check]:
     """PGD vs FGSM, white-box vs transfer and black-box vs white-box on the grid's rows.
 
     Args:
         rows: result rows (``model``, ``attack``, ``threat``, ``accuracy``).
         eps: attack name -> its eps (None if not an L-infinity attack), so that PGD and FGSM
             are only compared when PGD's eps is at least FGSM's.
+        records, labels: the cell records behind the rows and the (N,) labels; when given,
+            each comparison uses only the images both cells ran on (see :func:`_pair`).
     """
     by = _acc(rows)
+    recs = {(r["model"], r["attack"], r["threat"]): r for r in (records or [])}
     out = []
     for (model, attack, threat), r in by.items():
-        acc = r["accuracy"]
         fgsm = by.get((model, "fgsm", threat))
         if attack == "pgd" and fgsm and (eps.get("pgd") or 0) >= (eps.get("fgsm") or 0):
-            out.append(_check("fgsm_beats_pgd", model, threat, "pgd",
-                              acc <= fgsm["accuracy"] + tol,
-                              f"PGD {acc:.4f} vs FGSM {fgsm['accuracy']:.4f}"))
+            acc, other, where = _pair(r, fgsm, recs, labels)
+            out.append(_check("fgsm_beats_pgd", model, threat, "pgd", acc <= other + tol,
+                              f"PGD {acc:.4f} vs FGSM {other:.4f}{where}"))
         tr = by.get((model, attack, "transfer"))
         if threat == "whitebox" and attack != "none" and tr:
+            acc, other, where = _pair(r, tr, recs, labels)
             out.append(_check("transfer_beats_whitebox", model, threat, attack,
-                              acc <= tr["accuracy"] + tol,
-                              f"white-box {acc:.4f} vs transfer {tr['accuracy']:.4f}"))
+                              acc <= other + tol,
+                              f"white-box {acc:.4f} vs transfer {other:.4f}{where}"))
         wb = by.get((model, WORST, "whitebox"))
         if threat == "blackbox" and attack == WORST and wb:
+            acc, other, where = _pair(r, wb, recs, labels)
             out.append(_check("blackbox_beats_whitebox", model, "whitebox", WORST,
-                              acc >= wb["accuracy"] - tol,
-                              f"black-box worst case {acc:.4f} vs white-box {wb['accuracy']:.4f}"))
+                              acc >= other - tol,
+                              f"black-box worst case {acc:.4f} vs white-box {other:.4f}{where}"))
     return out
 
 
