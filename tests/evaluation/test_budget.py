@@ -5,7 +5,7 @@ from eval_helpers import CountingAttack, data, linear_model
 
 from advdefense.evaluation.cache import CellCache
 from advdefense.evaluation.grid import Grid, nested_order
-from advdefense.evaluation.pipeline import evaluate_models
+from advdefense.evaluation.pipeline import SweepConfig, evaluate_models
 from advdefense.evaluation.threats import AttackSpec, EvalModel
 from advdefense.evaluation.worst_case import WORST, worst_case
 from advdefense.report import write_report
@@ -94,3 +94,33 @@ def test_attack_n_null_clears_the_default_budget():
         cleared = compose("evaluate", overrides=["eval.attack_n=null"])
     assert attack_budget(default, 1986)["pgd"] == 993
     assert attack_budget(cleared, 1986) == {}
+
+
+def test_sweep_n_is_a_count_or_a_fraction_of_n():
+    import pytest
+
+    from advdefense.checks import ConfigError
+    from advdefense.cli.evaluate import sweep_n
+
+    assert sweep_n(200) == (200, 0)
+    assert sweep_n(0.1, 64) == (0.1, 64)
+    for bad in (0, -3, 1.0, 1.5, True, "all"):
+        with pytest.raises(ConfigError, match="eval.sweep.n"):
+            sweep_n(bad)
+    with pytest.raises(ConfigError, match="eval.sweep.min_n"):
+        sweep_n(0.1, -1)
+
+
+def test_sweep_fraction_runs_on_its_share_of_the_images(tmp_path):
+    x, y = data(40)
+    models = [EvalModel("lin", linear_model(), "d0")]
+    sweep = SweepConfig(n=0.25, min_n=4, eps=(0.0, 0.3), threats=("whitebox",),
+                        factories={"fgsm": (lambda e: CountingAttack(e), {"k": 1})},
+                        angles=(0,), shifts=(0,), gradient_n=4)
+    out = evaluate_models(models, [], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
+                          tmp_path / "out", sweep=sweep, progress=False)
+    assert {r["n"] for r in out["sweeps"]["eps"]} == {10}  # ceil(0.25 * 40), above min_n
+    sweep.min_n = 16
+    out = evaluate_models(models, [], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
+                          tmp_path / "out", sweep=sweep, progress=False)
+    assert {r["n"] for r in out["sweeps"]["eps"]} == {16}

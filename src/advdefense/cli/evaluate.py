@@ -124,6 +124,17 @@ def attack_budget(cfg: DictConfig, n: int) -> dict[str, int]:
     return out
 
 
+def sweep_n(value: Any, min_n: Any = 0) -> tuple[int | float, int]:
+    """``eval.sweep.n``: an image count (int >= 1) or a fraction in (0, 1) of the evaluated n."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (
+            isinstance(value, float) and value >= 1):
+        raise ConfigError("eval.sweep.n", value,
+                          "a positive integer (images) or a fraction in (0, 1) of eval.n")
+    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 0:
+        raise ConfigError("eval.sweep.min_n", min_n, "an integer >= 0")
+    return (value if isinstance(value, int) else float(value)), int(min_n)
+
+
 def sweep_config(cfg: DictConfig) -> SweepConfig | None:
     """eps-sweep factories built from the grid's own FGSM / PGD nodes with eps overridden."""
     s = cfg.eval.get("sweep")
@@ -145,7 +156,8 @@ def sweep_config(cfg: DictConfig) -> SweepConfig | None:
             return build(node, f"eval.attacks.{name}", eps=eps, **kw)
 
         factories[name] = (make, plain(node) | {"sweep": extra, "alpha_ratio": ratio})
-    return SweepConfig(n=int(s.n), eps=list(s.eps), threats=list(s.threats), factories=factories,
+    n, min_n = sweep_n(s.n, s.get("min_n", 0))
+    return SweepConfig(n=n, min_n=min_n, eps=list(s.eps), threats=list(s.threats), factories=factories,
                        angles=list(s.angles), shifts=list(s.shifts), gradient_n=int(s.gradient_n))
 
 

@@ -8,6 +8,7 @@ Files written to ``out_dir`` (atomically): ``results.json``, ``results.csv``,
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ class SweepConfig:
     ``factories`` maps an attack name (``fgsm``, ``pgd``) to (eps -> attack, base config).
     """
 
-    n: int = 200
+    n: int | float = 200      # images, or a fraction in (0, 1) of the evaluated images
+    min_n: int = 0            # at least this many images when n is a fraction
     eps: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
     threats: Sequence[str] = ("whitebox", "transfer")
     factories: dict[str, tuple[Callable[[float], Any], dict[str, Any]]] = field(default_factory=dict)
@@ -129,7 +131,8 @@ def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch
                 surrogate: EvalModel | None, cache: CellCache, sweep: SweepConfig,
                 sanity: SanityConfig, seed: int, progress: bool
                 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
-    idx = subsample(labels, sweep.n, seed)
+    k = sweep.n if isinstance(sweep.n, int) else max(sweep.min_n, math.ceil(sweep.n * len(labels)))
+    idx = subsample(labels, k, seed)
     x, y = images[idx], labels[idx]
     threats = [t for t in sweep.threats if t != "transfer" or surrogate is not None]
     grid = Grid(x, y, cache, subset_id("sweep", idx) + cell_key({"l": labels.tolist()})[:8],
