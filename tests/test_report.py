@@ -37,3 +37,29 @@ def test_paper_tables_are_package_data():
     t = paper_tables()
     assert t["tables"]["I"]["rows"]["fgsm"]["f1"] == 0.733
     assert t["integrated"]["rows"]["squeeze/spatial_grid"]["accuracy"] == 0.5125
+
+
+def _row(model, attack, threat, acc, n=100):
+    return {"model": model, "attack": attack, "threat": threat, "accuracy": acc, "n": n,
+            "accuracy_lo": max(0.0, acc - 0.05), "accuracy_hi": min(1.0, acc + 0.05), "flags": []}
+
+
+def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
+    from advdefense.report import goals_section, robust_goals
+
+    goals = robust_goals()
+    assert {g["attack"] for g in goals["rows"]} >= {"none", "fgsm", "pgd", "jsma",
+                                                     "spatial_engstrom", "spatial_uae",
+                                                     "local_search", "worst_case"}
+    rows = [_row("stacker", "none", "whitebox", 0.999), _row("stacker", "fgsm", "whitebox", 0.90),
+            _row("stacker", "worst_case", "all", 0.40), _row("m1", "worst_case", "all", 0.45),
+            _row("m2", "worst_case", "all", 0.10), _row("vote", "worst_case", "all", 0.9)]
+    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member",
+                                                 "m2": "member", "vote": "ensemble"}))
+    none_line = next(line for line in text.splitlines() if line.startswith("| none |"))
+    assert none_line.endswith("| met |")
+    fgsm_line = next(line for line in text.splitlines() if line.startswith("| FGSM"))
+    assert "missed by 0.080" in fgsm_line and "0.019" in fgsm_line  # the paper's Table VII
+    assert "not run" in next(line for line in text.splitlines() if line.startswith("| JSMA"))
+    assert "best member `m1`" in text and "**less robust than**" in text  # 0.40 < 0.45; vote ignored
+    assert goals_section([_row("m1", "none", "whitebox", 1.0)], goals) == []

@@ -99,6 +99,49 @@ def integrated_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list
     return out
 
 
+def robust_goals() -> dict[str, Any]:
+    """The robust experiment's goals (package data ``resources/robust_goals.json``)."""
+    text = resources.files("advdefense").joinpath("resources/robust_goals.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
+                  kinds: dict[str, str] | None = None) -> list[str]:
+    """The integrated model against each goal: ours with its CI, met or short by how much.
+
+    Also compares the integrated model's all-threats worst case with its best member's
+    (``kinds``: model name -> ``member`` / ``ensemble`` from the registry). Empty when the
+    integrated model is not in this evaluation.
+    """
+    idx, model = _index(rows), goals["model"]
+    if not any(r["model"] == model for r in rows):
+        return []
+    body = []
+    for g in goals["rows"]:
+        r = idx.get((model, g["attack"], g["threat"]))
+        if r is None:
+            verdict = "not run"
+        elif r["accuracy"] >= g["goal"]:
+            verdict = "met"
+        else:
+            verdict = f"**missed by {g['goal'] - r['accuracy']:.3f}**"
+        body.append([g["label"], g["threat"], _f(g.get("paper")), f"{g['goal']:.3f}",
+                     _ci(r), DASH if r is None else str(r["n"]), verdict])
+    out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", ""]
+    out += _md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
+    members = [m for m, k in (kinds or {}).items() if k == "member"]
+    worst = {m: idx.get((m, "worst_case", "all")) for m in members}
+    worst = {m: r for m, r in worst.items() if r is not None}
+    ours = idx.get((model, "worst_case", "all"))
+    if worst and ours is not None:
+        best = max(worst, key=lambda m: worst[m]["accuracy"])
+        ok = ours["accuracy"] >= worst[best]["accuracy"]
+        out += ["", f"Worst case over all threats: `{model}` {_ci(ours)} vs its best member "
+                f"`{best}` {_ci(worst[best])}: the integrated model is "
+                f"{'at least as robust as' if ok else '**less robust than**'} its best member."]
+    return out + [""]
+
+
 def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
     """Per model: clean accuracy and the worst case per threat model, with 95% CIs."""
     idx = _index(rows)
@@ -201,6 +244,7 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
              "`all` takes the worst case over every threat model. ⚠ marks rows flagged by a sanity "
              "check (see the end).", "",
              "## Robust accuracy (worst case per threat model)", "", *robust_summary(rows),
+             *goals_section(rows, robust_goals(), meta.get("kinds")),
              "## The paper's tables beside ours", "",
              *[f"* {n}" for n in paper["notes"]], "",
              *single_model_tables(rows, paper), *integrated_tables(rows, paper),

@@ -189,7 +189,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
         sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad)),
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
-        meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt")},
+        meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),
+              "kinds": {m.name: getattr(m.module, "kind", "member") for m in models}},
         attack_n=attack_budget(cfg, len(labels)))
     from advdefense.report import write_report
 
