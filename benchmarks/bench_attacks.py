@@ -150,6 +150,8 @@ def main() -> None:
         "fgsm/ours": (ours(model, FGSM(eps=0.3, batch_size=batch)), n),
         "pgd40/ours": (ours(model, PGD(eps=0.3, alpha=0.01, steps=40, batch_size=batch)), n),
         "jsma/ours": (ours(model, JSMA(theta=1.0, gamma=0.1, batch_size=batch)), n),
+        "jsma_fallback/ours": (ours(model, JSMA(theta=1.0, gamma=0.1, fallback=True,
+                                                batch_size=batch)), n),
         # the evaluation's settings (conf/attack/spatial.yaml, conf/evaluate.yaml)
         "spatial775/ours": (ours(model, SpatialGrid(preset="engstrom", early_stop=True,
                                                     eval_batch=1024, batch_size=batch)), n_slow),

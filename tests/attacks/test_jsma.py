@@ -49,3 +49,29 @@ def test_budget_direction_and_effect(undefended_cnn, digits, theta: float) -> No
     flipped = (predict(undefended_cnn, res.images) == 1 - y).float().mean()
     assert flipped > (0.8 if theta == 1.0 else 0.6)
     assert torch.equal(res.success, predict(undefended_cnn, res.images) != y)
+
+
+def test_fallback_moves_the_best_margin_pair_where_no_strict_pair_exists() -> None:
+    from advdefense.attacks.jsma import _fallback_pairs
+
+    u = torch.tensor([[1.0, 2.0, -5.0, 0.5], [1.0, 2.0, -5.0, 0.5]])
+    v = torch.tensor([[-1.0, -2.0, 1.0, 0.1], [-3.0, -2.0, 1.0, -4.0]])  # no strict pair
+    p, q, found = best_pairs(u, v)
+    assert not found.any()
+    p, q, found = _fallback_pairs(u, v, p, q, found)
+    # row 0: u + v = [0, 0, -4, 0.6] -> pixels 3 and one of the zeros, sum 0.6 > 0: moved
+    assert found.tolist() == [True, False]  # row 1: u + v = [-2, 0, -4, -3.5], best sum <= 0
+    assert int(p[0]) == 3 and int(q[0]) in (0, 1)
+
+
+@pytest.mark.parametrize("theta", [1.0, -1.0])
+def test_fallback_keeps_budget_and_direction_and_is_no_weaker(undefended_cnn, digits,
+                                                              theta: float) -> None:
+    x, y = digits[0][:64], digits[1][:64]
+    strict = JSMA(theta=theta, gamma=0.1).run(undefended_cnn, x, y)
+    loose = JSMA(theta=theta, gamma=0.1, fallback=True).run(undefended_cnn, x, y)
+    diff = (loose.images - x).flatten(1)
+    assert ((diff != 0).sum(1) <= 0.1 * 784).all()
+    assert (diff >= 0).all() if theta > 0 else (diff <= 0).all()
+    # an example the strict search stopped on early can only move further
+    assert loose.success.sum() >= strict.success.sum()

@@ -90,6 +90,10 @@ class JSMA(Attack):
         theta: change per selected pixel in intensity units, in [-1, 1] without 0
             (positive: increase pixels, negative: decrease them; paper: +1).
         gamma: largest fraction of pixels changed, in (0, 1] (paper: 0.145 on MNIST).
+        fallback: when no pair meets the paper's sign conditions, move the two domain pixels
+            with the largest ``u + v`` (the target-vs-other logit margin's gradient, in theta's
+            direction) instead of stopping, while that sum is positive. Off = the paper's
+            algorithm; on = stronger (the evaluation uses it), same pixel budget and direction.
         batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
 
     ``result.queries`` = forward passes per example (each with two backward passes) + 1.
@@ -97,9 +101,10 @@ class JSMA(Attack):
 
     name = "jsma"
 
-    def __init__(self, theta: float = 1.0, gamma: float = 0.1, batch_size: int = 256,
-                 progress: bool = False, seed: int = 0) -> None:
+    def __init__(self, theta: float = 1.0, gamma: float = 0.1, fallback: bool = False,
+                 batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
+        self.fallback = bool(fallback)
         check_range("attack.theta", theta, -1.0, 1.0)
         if theta == 0:
             raise ConfigError("attack.theta", theta, "must be in [-1, 1] and nonzero")
@@ -126,6 +131,8 @@ class JSMA(Attack):
             dom = domain[idx]
             u, v = u.masked_fill(~dom, float("-inf")), v.masked_fill(~dom, float("-inf"))
             p, q, found = best_pairs(u, v)
+            if self.fallback and not bool(found.all()):
+                p, q, found = _fallback_pairs(u, v, p, q, found)
             move = found & (logits.argmax(1) != target[idx])
             active[idx[~move]] = False
             rows, p, q = idx[move], p[move], q[move]
@@ -139,6 +146,17 @@ class JSMA(Attack):
                 success = model(adv).argmax(1) != labels
         pixels = (adv != images).flatten(1).sum(1)
         return AttackResult(adv, success, queries, {"target": target, "pixels": pixels})
+
+
+def _fallback_pairs(u: torch.Tensor, v: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
+                    found: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where ``found`` is False: the two pixels with the largest ``u + v`` (both finite, the
+    pair's sum positive); elsewhere ``p``, ``q`` unchanged. Shapes as :func:`best_pairs`."""
+    top = (u + v).topk(2, dim=1)
+    ok = ~found & top.values[:, 1].isfinite() & (top.values.sum(1) > 0)
+    p = torch.where(ok, top.indices[:, 0], p)
+    q = torch.where(ok, top.indices[:, 1], q)
+    return p, q, found | ok
 
 
 def _jacobian(model: nn.Module, x: torch.Tensor,
