@@ -116,3 +116,11 @@ def test_grid_checks_compare_budgeted_rows_on_shared_images():
     rows = [grid_row("m", "fgsm", "whitebox", 0.5), grid_row("m", "pgd", "whitebox", 0.0)]
     assert not failed(grid_checks(rows, eps, records=[fgsm, pgd_good], labels=labels),
                       "fgsm_beats_pgd")
+
+
+def test_pgd_vs_fgsm_is_a_white_box_check_only():
+    rows = [grid_row("m", "fgsm", "transfer", 0.5), grid_row("m", "pgd", "transfer", 0.9)]
+    assert not [c for c in grid_checks(rows, {"fgsm": 0.3, "pgd": 0.3})
+                if c["check"] == "fgsm_beats_pgd"]
+    sweep = [sweep_row("m", "fgsm", "transfer", 0.3, 0.5), sweep_row("m", "pgd", "transfer", 0.3, 0.9)]
+    assert not failed(sweep_checks(sweep), "fgsm_beats_pgd")

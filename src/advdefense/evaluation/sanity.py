@@ -7,7 +7,10 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
 
 * ``eps0_not_clean``: eps = 0 must give exactly the clean accuracy (eps sweep).
 * ``acc_rises_with_eps``: accuracy must not rise with eps by more than ``tol`` (eps sweep).
-* ``fgsm_beats_pgd``: PGD at least as strong as FGSM at the same eps (grid and sweep).
+* ``fgsm_beats_pgd``: white-box PGD at least as strong as white-box FGSM at the same eps (grid
+  and sweep). Not checked for transfer: PGD examples overfit the surrogate and often transfer
+  worse than FGSM's (measured here: e.g. 0.996 vs 0.822 on ``none-fgsm``), which says nothing
+  about the evaluated model's gradients.
 * ``transfer_beats_whitebox``: white-box at least as strong as transfer, per attack and
   for the worst case (grid).
 * ``blackbox_beats_whitebox``: the black-box worst case not stronger than the white-box one.
@@ -85,7 +88,7 @@ def sweep_checks(rows: Sequence[dict[str, Any]], tol: float = 0.01,
         if threat == "whitebox" and attack != "fgsm" and 1.0 in acc:
             out.append(_check("eps1_not_broken", model, threat, attack, acc[1.0] <= eps1_max_acc,
                               f"acc {acc[1.0]:.4f} at eps=1 (max allowed {eps1_max_acc})"))
-        if attack == "fgsm" and (model, "pgd", threat) in curves:
+        if attack == "fgsm" and threat == "whitebox" and (model, "pgd", threat) in curves:
             pgd = dict(curves[(model, "pgd", threat)])
             bad = [e for e in acc if e in pgd and pgd[e] > acc[e] + tol]
             out.append(_check("fgsm_beats_pgd", model, threat, "pgd", not bad,
@@ -139,7 +142,8 @@ def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
     out = []
     for (model, attack, threat), r in by.items():
         fgsm = by.get((model, "fgsm", threat))
-        if attack == "pgd" and fgsm and (eps.get("pgd") or 0) >= (eps.get("fgsm") or 0):
+        if (attack == "pgd" and threat == "whitebox" and fgsm
+                and (eps.get("pgd") or 0) >= (eps.get("fgsm") or 0)):
             acc, other, where = _pair(r, fgsm, recs, labels)
             out.append(_check("fgsm_beats_pgd", model, threat, "pgd", acc <= other + tol,
                               f"PGD {acc:.4f} vs FGSM {other:.4f}{where}"))
