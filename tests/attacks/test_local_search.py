@@ -50,3 +50,31 @@ def test_cyclic_update_and_seeding(undefended_cnn, digits) -> None:
     # CYC(1.5 z) maps black (0) to 0.75 and white (1) to 0.25
     assert changed.any()
     assert torch.allclose(out1[changed & (x == 0)], torch.tensor(0.75))
+
+
+@pytest.mark.parametrize("update", ["probe", "cyclic"])
+def test_eps_bound_keeps_every_query_in_the_linf_ball(undefended_cnn, digits, update) -> None:
+    x, y = digits[0][:12], digits[1][:12]
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, images):
+            seen.append(images.detach().clone())
+            return undefended_cnn(images)
+
+    res = LocalSearch(eps=0.3, max_queries=1500, rounds=20, update=update).run(Recorder(), x, y)
+    assert float((res.images - x).abs().max()) <= 0.3 + 1e-6
+    assert res.images.min() >= 0 and res.images.max() <= 1
+    # every queried image (probes included) lies in the ball around its own original
+    bounded = torch.cat(seen).flatten(1)
+    assert bounded.shape[0] > len(x)
+    origin_dist = torch.cdist(bounded, x.flatten(1), p=float("inf")).min(1).values
+    assert float(origin_dist.max()) <= 0.3 + 1e-6
+    if update == "probe":
+        assert res.success.any()  # an undefended CNN falls to some L-inf 0.3 pixel moves
+
+
+def test_eps_zero_changes_nothing(undefended_cnn, digits) -> None:
+    x, y = digits[0][:6], digits[1][:6]
+    res = LocalSearch(eps=0.0, max_queries=300, rounds=5).run(undefended_cnn, x, y)
+    assert torch.equal(res.images, x)

@@ -58,6 +58,10 @@ class LocalSearch(Attack):
         init_fraction: fraction of pixels in the first random candidate set, in (0, 1].
         update: ``"probe"`` (set chosen pixels to their probe value) or ``"cyclic"`` (paper).
         eval_batch: probe images per forward pass (memory bound), >= 1.
+        eps: None (the paper: pixels may move anywhere in [0, 1]) or an L-infinity radius in
+            [0, 1]: every probe and every applied change is clipped to ``[x - eps, x + eps]``
+            around the original image, a gradient-free attack in the threat model of FGSM/PGD
+            (a check on defenses whose gradients are approximated, e.g. bit-depth reduction).
         batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
     """
 
@@ -65,9 +69,12 @@ class LocalSearch(Attack):
 
     def __init__(self, p: float = 1.0, r: float = 1.1, d: int = 5, t: int = 5,
                  rounds: int = 150, max_queries: int = 20000, init_fraction: float = 0.1,
-                 update: str = "probe", eval_batch: int = 4096, batch_size: int = 256,
-                 progress: bool = False, seed: int = 0) -> None:
+                 update: str = "probe", eval_batch: int = 4096, eps: float | None = None,
+                 batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
+        if eps is not None:
+            check_range("attack.eps", eps, 0.0, 1.0)
+        self.eps = None if eps is None else float(eps)
         check_choice("attack.update", update, ["probe", "cyclic"])
         self.update = update
         check_range("attack.p", p, 0.0, 1.0, lo_open=True)
@@ -84,6 +91,7 @@ class LocalSearch(Attack):
              generator: torch.Generator, need_success: bool = True) -> AttackResult:
         n, dev = images.shape[0], images.device
         x = images.flatten(1).clone()
+        lo, hi = self._bounds(x)
         queries = torch.ones(n, dtype=torch.int64, device=dev)
         rounds = torch.zeros(n, dtype=torch.int64, device=dev)
         success = model(images).argmax(1) != labels
@@ -96,8 +104,8 @@ class LocalSearch(Attack):
                 break
             budget = self.max_queries - 1 - queries[active]
             keep = self._within_budget(cand[active], budget, generator)
-            scores = self._probe(model, x[active], labels[active], keep)
-            chosen = self._perturb(x, active, scores, keep)
+            scores = self._probe(model, x[active], labels[active], keep, lo[active], hi[active])
+            chosen = self._perturb(x, active, scores, keep, lo[active], hi[active])
             queries[active] += keep.sum(1) + 1
             rounds[active] += 1
             logits = _batched(model, x[active].view(-1, *images.shape[1:]), self.eval_batch)
@@ -116,21 +124,29 @@ class LocalSearch(Attack):
         rank = noise.argsort(1).argsort(1)
         return cand & (rank < budget[:, None])
 
+    def _bounds(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-pixel value bounds (N, D): [0, 1], or the eps box around ``x`` within it."""
+        if self.eps is None:
+            return torch.zeros_like(x), torch.ones_like(x)
+        return (x - self.eps).clamp(0.0, 1.0), (x + self.eps).clamp(0.0, 1.0)
+
     def _probe(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor,
-               keep: torch.Tensor) -> torch.Tensor:
+               keep: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """True-class margin with each kept pixel probed alone; (m, D), inf elsewhere."""
         img, pix = keep.nonzero(as_tuple=True)
         probes = x[img]
         z = 2.0 * probes[torch.arange(len(img), device=x.device), pix] - 1.0
         sign = torch.where(z >= 0, 1.0, -1.0)
-        probes[torch.arange(len(img), device=x.device), pix] = (1.0 - self.p * sign) / 2.0
+        value = torch.minimum(torch.maximum((1.0 - self.p * sign) / 2.0, lo[img, pix]),
+                              hi[img, pix])
+        probes[torch.arange(len(img), device=x.device), pix] = value
         logits = _batched(model, probes.view(-1, 1, 28, 28), self.eval_batch)
         scores = torch.full(keep.shape, float("inf"), device=x.device)
         scores[img, pix] = -example_loss(logits.float(), labels[img], "margin")
         return scores
 
     def _perturb(self, x: torch.Tensor, active: torch.Tensor, scores: torch.Tensor,
-                 keep: torch.Tensor) -> torch.Tensor:
+                 keep: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
         """Apply CYC(r z) to the t lowest-scoring probed pixels of each active image."""
         k = min(self.t, scores.shape[1])
         low, idx = scores.topk(k, dim=1, largest=False)
@@ -142,7 +158,7 @@ class LocalSearch(Attack):
             v = torch.where(v > 1.0, v - 2.0, torch.where(v < -1.0, v + 2.0, v)).clamp(-1.0, 1.0)
         else:
             v = -self.p * torch.where(z >= 0, 1.0, -1.0)
-        x[active] = torch.where(chosen, (v + 1.0) / 2.0, xa)
+        x[active] = torch.where(chosen, torch.minimum(torch.maximum((v + 1.0) / 2.0, lo), hi), xa)
         return chosen
 
     def _neighbourhood(self, chosen: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
