@@ -124,3 +124,13 @@ def test_pgd_vs_fgsm_is_a_white_box_check_only():
                 if c["check"] == "fgsm_beats_pgd"]
     sweep = [sweep_row("m", "fgsm", "transfer", 0.3, 0.5), sweep_row("m", "pgd", "transfer", 0.3, 0.9)]
     assert not failed(sweep_checks(sweep), "fgsm_beats_pgd")
+
+
+def test_linf_black_box_stronger_than_pgd_flags_the_pgd_row():
+    rows = [grid_row("m", "pgd", "whitebox", 0.95), grid_row("m", "local_search_linf", "blackbox", 0.4),
+            grid_row("ok", "pgd", "whitebox", 0.3), grid_row("ok", "local_search_linf", "blackbox", 0.6)]
+    checks = grid_checks(rows, {"pgd": 0.3})
+    bad = failed(checks, "linf_blackbox_beats_pgd")
+    assert [c["model"] for c in bad] == ["m"]
+    apply_flags(rows, checks)
+    assert rows[0]["flags"] == ["linf_blackbox_beats_pgd"] and rows[2]["flags"] == []

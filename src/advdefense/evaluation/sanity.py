@@ -14,6 +14,9 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
 * ``transfer_beats_whitebox``: white-box at least as strong as transfer, per attack and
   for the worst case (grid).
 * ``blackbox_beats_whitebox``: the black-box worst case not stronger than the white-box one.
+* ``linf_blackbox_beats_pgd``: the query-only local search inside the same L-inf ball
+  (``local_search_linf``) not stronger than white-box PGD; where it is, PGD's gradient (e.g. a
+  straight-through approximation of rounding) is misleading and the PGD rows are flagged.
 * ``eps1_not_broken``: at eps = 1 every model falls to at most ``eps1_max_acc`` under the
   white-box iterative eps-sweep attacks (PGD; any image is then reachable, so nothing can be
   robust). One FGSM step is exempt: at eps = 1 it maps every pixel to 0 or 1 along the
@@ -153,6 +156,13 @@ def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
             out.append(_check("transfer_beats_whitebox", model, threat, attack,
                               acc <= other + tol,
                               f"white-box {acc:.4f} vs transfer {other:.4f}{where}"))
+        pgd = by.get((model, "pgd", "whitebox"))
+        if attack == "local_search_linf" and threat == "blackbox" and pgd:
+            acc, other, where = _pair(r, pgd, recs, labels)
+            out.append(_check("linf_blackbox_beats_pgd", model, "whitebox", "pgd",
+                              acc >= other - tol,
+                              f"query-only L-inf search {acc:.4f} vs white-box PGD {other:.4f}"
+                              f"{where}"))
         wb = by.get((model, WORST, "whitebox"))
         if threat == "blackbox" and attack == WORST and wb:
             acc, other, where = _pair(r, wb, recs, labels)
