@@ -291,17 +291,7 @@ class SpatialGrid(Attack):
         # (b, n, H, W) transform-major -> (b n, 1, H, W), no copy
         flat = warp_many(base, grids).view(b * n, 1, *base.shape[-2:])
         ok = self.allowed(base, flat, b)
-        y = labels.repeat(b)
-        loss = torch.full((b * n,), float("-inf"), device=base.device)
-        succ = torch.zeros(b * n, dtype=torch.bool, device=base.device)
-        if bool(ok.all()):
-            logits = _forward(model, flat)
-            loss, succ = nn.functional.cross_entropy(logits, y, reduction="none"), \
-                logits.argmax(1) != y
-        elif bool(ok.any()):
-            logits = _forward(model, flat[ok])
-            loss[ok] = nn.functional.cross_entropy(logits, y[ok], reduction="none")
-            succ[ok] = logits.argmax(1) != y[ok]
+        succ, loss = _loss_where_allowed(model, flat, labels.repeat(b), ok)
         return succ.view(b, n).T, loss.view(b, n).T, ok.view(b, n).T
 
     def _score(self, model: nn.Module, base: torch.Tensor, labels: torch.Tensor,
@@ -312,18 +302,24 @@ class SpatialGrid(Attack):
         src = base.repeat_interleave(b, 0)
         warped = warp(src, flat[:, 0], flat[:, 1], flat[:, 2])
         ok = self.allowed(src, warped)
-        y = labels.repeat_interleave(b)
-        loss = torch.full((n * b,), float("-inf"), device=base.device)
-        succ = torch.zeros(n * b, dtype=torch.bool, device=base.device)
-        if bool(ok.all()):
-            logits = _forward(model, warped)
-            loss, succ = nn.functional.cross_entropy(logits, y, reduction="none"), \
-                logits.argmax(1) != y
-        elif bool(ok.any()):
-            logits = _forward(model, warped[ok])
-            loss[ok] = nn.functional.cross_entropy(logits, y[ok], reduction="none")
-            succ[ok] = logits.argmax(1) != y[ok]
+        succ, loss = _loss_where_allowed(model, warped, labels.repeat_interleave(b), ok)
         return succ.view(n, b), loss.view(n, b), ok.view(n, b)
+
+
+def _loss_where_allowed(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Misclassified and cross-entropy per image of x (M, 1, H, W); only allowed images
+    (``ok``, (M,) bool) are forwarded, the others get False and -inf."""
+    loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+    succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    if bool(ok.all()):
+        logits = _forward(model, x)
+        return logits.argmax(1) != y, nn.functional.cross_entropy(logits, y, reduction="none")
+    if bool(ok.any()):
+        logits = _forward(model, x[ok])
+        loss[ok] = nn.functional.cross_entropy(logits, y[ok], reduction="none")
+        succ[ok] = logits.argmax(1) != y[ok]
+    return succ, loss
 
 
 @torch.no_grad()
