@@ -75,3 +75,23 @@ def test_fallback_keeps_budget_and_direction_and_is_no_weaker(undefended_cnn, di
     assert (diff >= 0).all() if theta > 0 else (diff <= 0).all()
     # an example the strict search stopped on early can only move further
     assert loose.success.sum() >= strict.success.sum()
+
+
+def test_target_saliency_picks_the_two_largest_target_gradients() -> None:
+    from advdefense.attacks.jsma import _top_two
+
+    u = torch.tensor([[0.1, 3.0, -1.0, 2.0], [float("-inf")] * 3 + [1.0]])
+    p, q, found = _top_two(u)
+    assert (int(p[0]), int(q[0])) == (1, 3) and found.tolist() == [True, False]
+
+
+def test_target_saliency_budget_direction_and_bad_value(undefended_cnn, digits) -> None:
+    from advdefense.checks import ConfigError
+
+    x, y = digits[0][:64], digits[1][:64]
+    res = JSMA(theta=1.0, gamma=0.1, saliency="target").run(undefended_cnn, x, y)
+    diff = (res.images - x).flatten(1)
+    assert ((diff != 0).sum(1) <= 0.1 * 784).all() and (diff >= 0).all()
+    assert res.success.float().mean() > 0.8
+    with pytest.raises(ConfigError, match="attack.saliency"):
+        JSMA(saliency="softmax")
