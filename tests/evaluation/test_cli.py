@@ -53,11 +53,11 @@ def test_evaluate_end_to_end_then_cached(registry):
     rows = json.loads((out / "results.json").read_text())["rows"]
     keys = {(r["model"], r["attack"], r["threat"]) for r in rows}
     assert ("none-fgsm", "pgd", "whitebox") in keys and ("none-none", "worst_case", "all") in keys
-    # the default time budget (eval.attack_n) runs white-box PGD on half of the 12 images
+    # the default time budget (eval.attack_n) runs white-box PGD on 40% of the 12 images (5)
     budgeted = {("pgd", "whitebox"), ("worst_case", "whitebox"), ("worst_case", "all")}
-    assert all(r["n"] == (6 if (r["attack"], r["threat"]) in budgeted else 12)
+    assert all(r["n"] == (5 if (r["attack"], r["threat"]) in budgeted else 12)
                and 0 <= r["accuracy"] <= 1 for r in rows)
-    assert "`pgd` on 6" in (out / "report.md").read_text()
+    assert "`pgd` on 5" in (out / "report.md").read_text()
     clean = [r["accuracy"] for r in rows if r["attack"] == "none"]
     assert min(clean) > 0.7  # trained members, not random
     assert "Table VII" in (out / "report.md").read_text()
