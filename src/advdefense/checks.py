@@ -59,7 +59,7 @@ def check_images(images: torch.Tensor, name: str = "images", channels: int | Non
         return
     if torch.isnan(images).any():
         raise ImageError(f"{name} contains NaN")
-    lo, hi = float(images.min()), float(images.max())
+    lo, hi = float(images.detach().min()), float(images.detach().max())
     if lo < 0.0 or hi > 1.0:
         raise ImageError(
             f"{name} must lie in [0, 1], got values in [{lo:.4g}, {hi:.4g}]; "

@@ -7,11 +7,21 @@ import torch
 from attack_models import tiny_cnn
 from torch import nn
 
-from advdefense.attacks import ATTACKS, FGSM, JSMA, PGD, LocalSearch, SpatialGrid, build_attack
+from advdefense.attacks import (
+    ATTACKS,
+    FGSM,
+    JSMA,
+    PGD,
+    LocalSearch,
+    SparsePGD,
+    SpatialGrid,
+    build_attack,
+)
 from advdefense.checks import ConfigError, ImageError
 
 FAST = [FGSM(eps=0.1), PGD(eps=0.1, steps=2), JSMA(gamma=0.02),
-        SpatialGrid(n_angles=3, n_shifts=3), LocalSearch(rounds=2, max_queries=200)]
+        SpatialGrid(n_angles=3, n_shifts=3), LocalSearch(rounds=2, max_queries=200),
+        SparsePGD(k=10, steps=2, restarts=2)]
 
 
 def _model() -> nn.Module:
@@ -61,7 +71,8 @@ def test_bad_images(attack, bad: str) -> None:
     (PGD, dict(eps=float("nan"))), (JSMA, dict(theta=0.0)), (JSMA, dict(theta=2.0)),
     (JSMA, dict(gamma=0.0)), (LocalSearch, dict(max_queries=1)), (LocalSearch, dict(p=0.0)),
     (LocalSearch, dict(r=1.0)), (LocalSearch, dict(t=0)), (LocalSearch, dict(update="x")),
-    (FGSM, dict(batch_size=0)),
+    (FGSM, dict(batch_size=0)), (SparsePGD, dict(k=0)), (SparsePGD, dict(direction="up")),
+    (SparsePGD, dict(alpha=11.0)), (SparsePGD, dict(alpha=[1.0, -1.0])),
 ])
 def test_bad_parameters_name_the_key(cls, kwargs) -> None:
     with pytest.raises(ConfigError) as info:
@@ -71,7 +82,7 @@ def test_bad_parameters_name_the_key(cls, kwargs) -> None:
 
 
 def test_registry() -> None:
-    assert set(ATTACKS) == {"fgsm", "pgd", "jsma", "spatial", "local_search"}
+    assert set(ATTACKS) == {"fgsm", "pgd", "jsma", "spatial", "local_search", "sparse_pgd"}
     assert isinstance(build_attack("pgd", eps=0.2), PGD)
     with pytest.raises(ConfigError):
         build_attack("cw")

@@ -12,11 +12,13 @@ from advdefense.attacks.fgsm import FGSM
 from advdefense.attacks.jsma import JSMA
 from advdefense.attacks.local_search import LocalSearch
 from advdefense.attacks.pgd import PGD
+from advdefense.attacks.sparse_pgd import SparsePGD
 from advdefense.attacks.spatial import SpatialGrid
 from advdefense.checks import check_choice
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "spatial": SpatialGrid,
-                                   "local_search": LocalSearch, "jsma": JSMA}
+                                   "local_search": LocalSearch, "jsma": JSMA,
+                                   "sparse_pgd": SparsePGD}
 
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
@@ -25,5 +27,5 @@ def build_attack(name: str, **kwargs: Any) -> Attack:
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "JSMA", "LocalSearch", "PGD", "SpatialGrid", "build_attack", "eval_mode",
-           "input_grad", "predict"]
+__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "JSMA", "LocalSearch", "PGD", "SparsePGD",
+           "SpatialGrid", "build_attack", "eval_mode", "input_grad", "predict"]

@@ -104,15 +104,15 @@ class PGD(Attack):
                 idx = idx[~best_success]
                 if idx.numel() == 0:
                     break
-            self._restart(model, images, labels, target, g, state, idx)
+            self._restart(model, images, labels, target, g, state, idx, restart)
         return AttackResult(best, best_success, queries)
 
     def _restart(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  target: torch.Tensor, generator: torch.Generator,
-                 state: tuple[torch.Tensor, ...], idx: torch.Tensor) -> None:
-        """One restart on the examples ``idx``; updates ``state`` (best images, success,
-        score, queries) in place. The random start is drawn for the whole chunk, so an
-        example's start does not depend on which others are still active."""
+                 state: tuple[torch.Tensor, ...], idx: torch.Tensor, restart: int = 0) -> None:
+        """One restart (number ``restart``) on the examples ``idx``; updates ``state`` (best
+        images, success, score, queries) in place. The random start is drawn for the whole
+        chunk, so an example's start does not depend on which others are still active."""
         x0 = images[idx]
         lo, hi = (x0 - self.eps).clamp(min=0.0), (x0 + self.eps).clamp(max=1.0)
         x = x0.clone()
