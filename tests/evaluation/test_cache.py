@@ -59,3 +59,16 @@ def test_unreadable_cache_file_is_recomputed(tmp_path):
     cache = CellCache(tmp_path)
     (tmp_path / "bad.json").write_text("{truncated")
     assert cache.get("bad") is None
+
+
+def test_attack_records_count_the_pixels_each_example_changed(tmp_path):
+    from advdefense.attacks import SparsePGD
+
+    x, y = data()
+    model = EvalModel("a", linear_model(0), "da")
+    grid = Grid(x, y, CellCache(tmp_path / "cache", True), "sub")
+    rec = grid.cell(model, AttackSpec("sparse_pgd", SparsePGD(k=3, steps=2), {"k": 3},
+                                      ("whitebox",)), "whitebox")
+    assert len(rec["l0"]) == len(y) and max(rec["l0"]) <= 3 and max(rec["l0"]) > 0
+    clean = grid.cell(model, AttackSpec("none", None), "whitebox")
+    assert "l0" not in clean

@@ -134,3 +134,37 @@ def test_linf_black_box_stronger_than_pgd_flags_the_pgd_row():
     assert [c["model"] for c in bad] == ["m"]
     apply_flags(rows, checks)
     assert rows[0]["flags"] == ["linf_blackbox_beats_pgd"] and rows[2]["flags"] == []
+
+
+def test_l0_black_box_within_the_pixel_budget_flags_the_white_box_l0_row():
+    labels = torch.tensor([0, 1, 0, 1])
+    # the white-box L0 attack fools image 0 only (accuracy 0.75)
+    spgd = {"model": "m", "attack": "sparse_pgd", "threat": "whitebox", "pred": [1, 1, 0, 1]}
+    # the local search fools images 1, 2 and 3, but image 3 only with 120 changed pixels
+    ls = {"model": "m", "attack": "local_search", "threat": "blackbox", "pred": [0, 0, 1, 0],
+          "l0": [0, 10, 40, 120]}
+    rows = [grid_row("m", "sparse_pgd", "whitebox", 0.75),
+            grid_row("m", "local_search", "blackbox", 0.25)]
+    checks = grid_checks(rows, {}, records=[spgd, ls], labels=labels, l0={"sparse_pgd": 78})
+    (check,) = [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
+    assert not check["passed"] and "0.5000 vs white-box sparse_pgd 0.7500" in check["detail"]
+    apply_flags(rows, checks)
+    assert rows[0]["flags"] == ["l0_blackbox_beats_whitebox"] and rows[1]["flags"] == []
+    # a budget of 30 pixels counts only image 1: 0.75 vs 0.75 passes
+    checks = grid_checks(rows, {}, records=[spgd, ls], labels=labels, l0={"sparse_pgd": 30})
+    assert not failed(checks, "l0_blackbox_beats_whitebox")
+    assert [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
+    # records without per-image L0 (an older cache) are not compared
+    old = {k: v for k, v in ls.items() if k != "l0"}
+    checks = grid_checks(rows, {}, records=[spgd, old], labels=labels, l0={"sparse_pgd": 78})
+    assert not [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
+
+
+def test_l0_budgets_of_the_configured_attacks():
+    from advdefense.attacks import JSMA, PGD, SparsePGD
+    from advdefense.evaluation.pipeline import l0_budgets
+    from advdefense.evaluation.threats import AttackSpec
+
+    specs = [AttackSpec("pgd", PGD()), AttackSpec("jsma", JSMA(gamma=0.1)),
+             AttackSpec("sparse_pgd", SparsePGD(k=40)), AttackSpec("none", None)]
+    assert l0_budgets(specs) == {"jsma": 78, "sparse_pgd": 40}

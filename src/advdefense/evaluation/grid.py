@@ -5,6 +5,7 @@ A *cell record* is a plain JSON-able dict::
     {"model", "attack", "threat", "n", "key",
      "pred": [N ints in {0, 1}], "conf": [N floats, max logit],
      "seconds": float, "info": {...attack extras...},
+     "l0": [N ints, pixels the attack changed] (attack rows only),
      "examples": {"index": [k ints], "adv": [k x 784 floats]}}
 
 Records are cached on disk per cell (see :mod:`advdefense.evaluation.cache`), so the grid can
@@ -72,6 +73,11 @@ def _key(model: EvalModel, spec: AttackSpec, threat: str, surrogate: EvalModel |
     if threat == "transfer" and spec.attack is not None and surrogate is not None:
         parts["surrogate"] = surrogate.digest
     return cell_key(parts)
+
+
+def changed_pixels(images: torch.Tensor, adv: torch.Tensor, tol: float = 1e-6) -> torch.Tensor:
+    """Pixels (N,) int64 where ``adv`` differs from ``images`` by more than ``tol`` (L0)."""
+    return ((adv.detach() - images.to(adv.device)).abs() > tol).flatten(1).sum(1).cpu()
 
 
 def _examples(adv: torch.Tensor, k: int) -> dict[str, Any]:
@@ -170,6 +176,8 @@ class Grid:
             adv, info = craft(spec, self._attack_model(model), images, labels)
         logits = predict_logits(model.module, adv)
         extra = {} if idx is None else {"index": idx.tolist()}
+        if spec.attack is not None:
+            extra["l0"] = changed_pixels(images, adv).tolist()
         return extra | {
             "model": model.name, "attack": spec.name, "threat": threat, "n": len(labels),
             "key": key, "pred": logits.argmax(1).tolist(),

@@ -52,6 +52,19 @@ class SanityConfig:
     max_zero_grad: float = 0.05
 
 
+def l0_budgets(attacks: Sequence[AttackSpec]) -> dict[str, int]:
+    """White-box L0 attack rows -> their pixel budgets: SparsePGD's ``k``, JSMA's gamma x 784."""
+    from advdefense.attacks import JSMA, SparsePGD
+
+    out = {}
+    for spec in attacks:
+        if isinstance(spec.attack, SparsePGD):
+            out[spec.name] = spec.attack.k
+        elif isinstance(spec.attack, JSMA):  # pairs of pixels: 2 * int(gamma * 784 / 2)
+            out[spec.name] = 2 * int(spec.attack.gamma * 28 * 28 / 2)
+    return out
+
+
 def subsample(labels: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
     """Sorted indices of a deterministic stratified subset of ``n`` items (all if None)."""
     from advdefense.data import stratified_split
@@ -108,7 +121,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     timings = {"grid": round(time.perf_counter() - start, 2)}
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
     checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol,
-                         records, labels)
+                         records, labels, l0_budgets(attacks))
     if sweep is not None:
         t0 = time.perf_counter()
         sweeps, more = _run_sweeps(models, images, labels, surrogate, cache, sweep, sanity,

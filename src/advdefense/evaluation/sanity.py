@@ -17,6 +17,10 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
 * ``linf_blackbox_beats_pgd``: the query-only local search inside the same L-inf ball
   (``local_search_linf``) not stronger than white-box PGD; where it is, PGD's gradient (e.g. a
   straight-through approximation of rounding) is misleading and the PGD rows are flagged.
+* ``l0_blackbox_beats_whitebox``: the query-only local search, counting only its successes
+  that changed at most ``k`` pixels, not stronger than a white-box L0 attack with that pixel
+  budget (``sparse_pgd``: k; ``jsma``: gamma x 784). Where it is, the gradient L0 attacks are
+  misled (e.g. a model adversarially trained against them) and their rows are flagged.
 * ``eps1_not_broken``: at eps = 1 every model falls to at most ``eps1_max_acc`` under the
   white-box iterative eps-sweep attacks (PGD; any image is then reachable, so nothing can be
   robust). One FGSM step is exempt: at eps = 1 it maps every pixel to 0 or 1 along the
@@ -128,9 +132,28 @@ def _pair(a: dict[str, Any], b: dict[str, Any], records: dict[tuple[str, str, st
     return acc(ra), acc(rb), f" on {len(labels)} shared images"
 
 
+def _capped_blackbox(ls: dict[str, Any], wb: dict[str, Any], k: int,
+                     labels: torch.Tensor) -> tuple[float, float, str] | None:
+    """Accuracy under the black-box record ``ls`` counting only successes with <= k changed
+    pixels, and under the white-box record ``wb``, on their shared images (None: no L0 data)."""
+    if "l0" not in ls:
+        return None
+    labels = labels.cpu()
+    index = common_index([ls, wb], len(labels))
+    if index is not None:
+        ls, wb, labels = restrict(ls, index), restrict(wb, index), labels[index]
+    if len(labels) == 0:
+        return None
+    fooled = (torch.tensor(ls["pred"], dtype=torch.long) != labels) & (
+        torch.tensor(ls["l0"], dtype=torch.long) <= k)
+    other = (torch.tensor(wb["pred"], dtype=torch.long) == labels).double().mean()
+    return float((~fooled).double().mean()), float(other), f" on {len(labels)} shared images"
+
+
 def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
                 tol: float = 0.01, records: Sequence[dict[str, Any]] | None = None,
-                labels: torch.Tensor | None = None) -> list[Check]:
+                labels: torch.Tensor | None = None,
+                l0: dict[str, int] | None = None) -> list[Check]:
     """PGD vs FGSM, white-box vs transfer and black-box vs white-box on the grid's rows.
 
     Args:
@@ -139,6 +162,8 @@ def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
             are only compared when PGD's eps is at least FGSM's.
         records, labels: the cell records behind the rows and the (N,) labels; when given,
             each comparison uses only the images both cells ran on (see :func:`_pair`).
+        l0: white-box L0 attack name -> its pixel budget, for ``l0_blackbox_beats_whitebox``
+            (needs ``records`` and ``labels``: the black-box record's per-image ``l0``).
     """
     by = _acc(rows)
     recs = {(r["model"], r["attack"], r["threat"]): r for r in (records or [])}
@@ -163,6 +188,17 @@ def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
                               acc >= other - tol,
                               f"query-only L-inf search {acc:.4f} vs white-box PGD {other:.4f}"
                               f"{where}"))
+        if attack == "local_search" and threat == "blackbox" and labels is not None:
+            for name, k in (l0 or {}).items():
+                wrec = recs.get((model, name, "whitebox"))
+                ls = recs.get((model, attack, threat))
+                pair = _capped_blackbox(ls, wrec, k, labels) if ls and wrec else None
+                if pair is not None:
+                    acc, other, where = pair
+                    out.append(_check(
+                        "l0_blackbox_beats_whitebox", model, "whitebox", name, acc >= other - tol,
+                        f"query-only search within {k} pixels {acc:.4f} vs white-box {name} "
+                        f"{other:.4f}{where}"))
         wb = by.get((model, WORST, "whitebox"))
         if threat == "blackbox" and attack == WORST and wb:
             acc, other, where = _pair(r, wb, recs, labels)
