@@ -67,3 +67,25 @@ def test_mixed_defense_splits_the_batch():
 def test_bad_fraction(kwargs):
     with pytest.raises(ConfigError, match="defense.adv_fraction"):
         AdversarialTraining(FGSM(eps=0.1), **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (
+    __import__("pathlib").Path(__file__).parents[2] / "conf" / "defense").glob("*.yaml")))
+def test_every_defense_config_builds_and_returns_a_valid_batch(name: str) -> None:
+    from pathlib import Path
+
+    from attack_models import tiny_cnn
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from advdefense.defenses.base import TrainingDefense
+
+    cfg = OmegaConf.load(Path(__file__).parents[2] / "conf" / "defense" / f"{name}.yaml")
+    defense = instantiate(cfg)
+    assert isinstance(defense, TrainingDefense)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(8, 1, 28, 28, generator=g) > 0.8).float()
+    y = torch.tensor([0, 1] * 4)
+    out_x, out_y = defense(tiny_cnn(0), x, y)
+    assert out_x.shape[1:] == x.shape[1:] and out_x.shape[0] == out_y.shape[0] >= x.shape[0]
+    assert out_x.min() >= 0 and out_x.max() <= 1 and set(out_y.tolist()) <= {0, 1}
