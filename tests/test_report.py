@@ -63,3 +63,9 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     assert "not run" in next(line for line in text.splitlines() if line.startswith("| JSMA"))
     assert "best member `m1`" in text and "**less robust than**" in text  # 0.40 < 0.45; vote ignored
     assert goals_section([_row("m1", "none", "whitebox", 1.0)], goals) == []
+    # white-box worst case compared too; both broken says so instead of "at least as robust"
+    rows = [_row("stacker", "worst_case", "whitebox", 0.0), _row("m1", "worst_case", "whitebox", 0.0),
+            _row("stacker", "worst_case", "all", 0.3), _row("m1", "worst_case", "all", 0.2)]
+    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"}))
+    assert "White-box worst case: `stacker`" in text and "comparison shows nothing" in text
+    assert "Worst case over all threats: `stacker`" in text and "at least as robust as" in text

@@ -130,16 +130,29 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
     out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", ""]
     out += _md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
     members = [m for m, k in (kinds or {}).items() if k == "member"]
-    worst = {m: idx.get((m, "worst_case", "all")) for m in members}
-    worst = {m: r for m, r in worst.items() if r is not None}
-    ours = idx.get((model, "worst_case", "all"))
-    if worst and ours is not None:
-        best = max(worst, key=lambda m: worst[m]["accuracy"])
-        ok = ours["accuracy"] >= worst[best]["accuracy"]
-        out += ["", f"Worst case over all threats: `{model}` {_ci(ours)} vs its best member "
-                f"`{best}` {_ci(worst[best])}: the integrated model is "
-                f"{'at least as robust as' if ok else '**less robust than**'} its best member."]
+    for threat, label in (("all", "Worst case over all threats"),
+                          ("whitebox", "White-box worst case")):
+        out += _best_member_line(idx, model, members, threat, label)
     return out + [""]
+
+
+def _best_member_line(idx: dict[tuple[str, str, str], dict[str, Any]], model: str,
+                      members: list[str], threat: str, label: str) -> list[str]:
+    """One sentence: the integrated model's worst case under ``threat`` vs its best member's."""
+    worst = {m: idx.get((m, "worst_case", threat)) for m in members}
+    worst = {m: r for m, r in worst.items() if r is not None}
+    ours = idx.get((model, "worst_case", threat))
+    if not worst or ours is None:
+        return []
+    best = max(worst, key=lambda m: worst[m]["accuracy"])
+    if ours["accuracy"] == 0 and worst[best]["accuracy"] == 0:
+        verdict = "both are broken on every image, so the comparison shows nothing."
+    elif ours["accuracy"] >= worst[best]["accuracy"]:
+        verdict = "the integrated model is at least as robust as its best member."
+    else:
+        verdict = "the integrated model is **less robust than** its best member."
+    return ["", f"{label}: `{model}` {_ci(ours)} vs its best member `{best}` "
+                f"{_ci(worst[best])}: {verdict}"]
 
 
 def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
