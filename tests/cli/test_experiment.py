@@ -77,3 +77,28 @@ def test_experiment_trainer_choice_reaches_every_stage(trainer, expected, tmp_pa
                       data_dir)
     overrides = member_overrides(cfg, {"preprocess": "none", "defense": "fgsm"})
     assert [o for o in overrides if o.startswith("trainer=")] == expected
+
+
+def test_member_name_and_override_order(monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    import advdefense.cli.experiment as experiment
+    from helpers import ROOT
+
+    assert experiment.member_name({"preprocess": "none", "defense": "pgd"}) == "none-pgd"
+    wide = OmegaConf.create({"preprocess": "none", "defense": "pgd", "name": "none-pgd_wide",
+                             "overrides": ["trainer.max_epochs=8", "model.net.hidden=256"]})
+    assert experiment.member_name(wide) == "none-pgd_wide"
+    monkeypatch.setattr(experiment, "_trainer", lambda: [])
+    cfg = OmegaConf.create({"seed": 0, "paths": {"models_dir": "m"},
+                            "pipeline": {"member_overrides": ["trainer.max_epochs=5"]}})
+    overrides = experiment.member_overrides(cfg, wide)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        composed = compose("train", overrides=overrides)
+    GlobalHydra.instance().clear()
+    # the member's own overrides come after the experiment's, so they win
+    assert composed.name == "none-pgd_wide" and composed.trainer.max_epochs == 8
+    assert composed.model.net.hidden == 256 and composed.paths.models_dir == "m"

@@ -48,10 +48,16 @@ def _trainer() -> list[str]:
     return [f"trainer={choice}"] if choice and choice != "default" else []
 
 
+def member_name(member: Any) -> str:
+    """A pipeline member's registry name: its ``name``, else ``<preprocess>-<defense>``."""
+    return str(member.get("name") or f"{member['preprocess']}-{member['defense']}")
+
+
 def member_overrides(cfg: DictConfig, member: Any) -> list[str]:
-    """``preprocess=X defense=Y name=X-Y`` plus the experiment's member overrides."""
+    """``preprocess=X defense=Y name=<member_name>``, the experiment's member overrides, then
+    the member's own ``overrides`` (later ones win)."""
     preprocess, defense = member["preprocess"], member["defense"]
-    return [f"preprocess={preprocess}", f"defense={defense}", f"name={preprocess}-{defense}",
+    return [f"preprocess={preprocess}", f"defense={defense}", f"name={member_name(member)}",
             f"seed={cfg.seed}", "skip_if_registered=true", *_paths(cfg), *_trainer(),
             *cfg.pipeline.get("member_overrides", []), *member.get("overrides", [])]
 
@@ -71,7 +77,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
         return result
 
     for member in pipe.get("members", []):
-        name = f"{member['preprocess']}-{member['defense']}"
+        name = member_name(member)
         with stage_config("train", member_overrides(cfg, member), out / "members" / name) as sub:
             summary["members"][name] = timed(f"member {name}", train, sub)
     for ensemble in pipe.get("ensembles", []):
