@@ -102,3 +102,24 @@ def test_member_name_and_override_order(monkeypatch):
     # the member's own overrides come after the experiment's, so they win
     assert composed.name == "none-pgd_wide" and composed.trainer.max_epochs == 8
     assert composed.model.net.hidden == 256 and composed.paths.models_dir == "m"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_its_ensembles_use_its_members(name):
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from advdefense.cli.experiment import member_name
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={name}"])
+    GlobalHydra.instance().clear()
+    names = {member_name(m) for m in cfg.pipeline.members}
+    assert len(names) == len(cfg.pipeline.members)  # no two members share a registry entry
+    for override in cfg.pipeline.get("ensemble_overrides", []):
+        found = re.fullmatch(r"model\.members=\[(.*)\]", str(override))
+        if found:
+            assert set(found.group(1).split(",")) <= names
