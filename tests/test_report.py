@@ -62,6 +62,10 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     assert "missed by 0.080" in fgsm_line and "0.019" in fgsm_line  # the paper's Table VII
     assert "not run" in next(line for line in text.splitlines() if line.startswith("| JSMA"))
     assert "best member `m1`" in text and "**less robust than**" in text  # 0.40 < 0.45; vote ignored
+    assert "also takes the grid's other attacks" not in text
+    rows.append(_row("stacker", "sparse_pgd", "whitebox", 0.0))
+    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"}))
+    assert "also takes the grid's other attacks (`sparse_pgd`)" in text
     assert goals_section([_row("m1", "none", "whitebox", 1.0)], goals) == []
     # white-box worst case compared too; both broken says so instead of "at least as robust"
     rows = [_row("stacker", "worst_case", "whitebox", 0.0), _row("m1", "worst_case", "whitebox", 0.0),

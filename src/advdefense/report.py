@@ -129,6 +129,12 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
                      _ci(r), DASH if r is None else str(r["n"]), verdict])
     out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", ""]
     out += _md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
+    listed = {g["attack"] for g in goals["rows"]}
+    extra = sorted({r["attack"] for r in rows if r["model"] == model} - listed)
+    if extra:
+        out += ["", "Our worst case also takes the grid's other attacks (" +
+                ", ".join(f"`{a}`" for a in extra) + "), so it is at least as strict as the "
+                "goal's."]
     members = [m for m, k in (kinds or {}).items() if k == "member"]
     for threat, label in (("all", "Worst case over all threats"),
                           ("whitebox", "White-box worst case")):
