@@ -63,6 +63,7 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     assert "not run" in next(line for line in text.splitlines() if line.startswith("| JSMA"))
     assert "best member `m1`" in text and "**less robust than**" in text  # 0.40 < 0.45; vote ignored
     assert "also takes the grid's other attacks" not in text
+    assert "What was tried for these goals" in text and "Sparse-PGD adversarial training" in text
     rows.append(_row("stacker", "sparse_pgd", "whitebox", 0.0))
     text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"}))
     assert "also takes the grid's other attacks (`sparse_pgd`)" in text

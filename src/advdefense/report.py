@@ -135,6 +135,9 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
         out += ["", "Our worst case also takes the grid's other attacks (" +
                 ", ".join(f"`{a}`" for a in extra) + "), so it is at least as strict as the "
                 "goal's."]
+    if goals.get("tried"):
+        out += ["", "What was tried for these goals (measured in this project; README, \"Results\"):", ""]
+        out += [f"- {t}" for t in goals["tried"]]
     members = [m for m, k in (kinds or {}).items() if k == "member"]
     for threat, label in (("all", "Worst case over all threats"),
                           ("whitebox", "White-box worst case")):
