@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advdefense.ensembles import MajorityVote, MeanLogits, StackedLogits
+from advdefense.ensembles import MajorityVote, MeanLogits, StackedLogits, member_names
 from advdefense.nets import StackerMLP
 
 
@@ -58,3 +58,13 @@ def test_linear_stacker_is_linear():
     a, b = torch.randn(3, 6), torch.randn(3, 6)
     bias = head(torch.zeros(1, 6))
     torch.testing.assert_close(head(a + b) - bias, (head(a) - bias) + (head(b) - bias))
+
+
+def test_member_names_through_wrappers_and_none_for_a_member():
+    from advdefense.registry import CheckedModel
+
+    ens = MeanLogits(members())
+    assert member_names(ens) == ["m1", "m2", "m3"]
+    assert member_names(CheckedModel(ens, "mean", "ensemble")) == ["m1", "m2", "m3"]
+    assert member_names(CheckedModel(Fixed(1.0, 1.0), "m1")) == []
+    assert member_names(nn.Sequential(nn.Identity(), Fixed(1.0, 1.0))) == []

@@ -74,3 +74,11 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"}))
     assert "White-box worst case: `stacker`" in text and "comparison shows nothing" in text
     assert "Worst case over all threats: `stacker`" in text and "at least as robust as" in text
+    # with the stacker's own member list, a stronger model outside the stacker is not its best member
+    rows = [_row("stacker", "worst_case", "all", 0.3), _row("m1", "worst_case", "all", 0.2),
+            _row("other", "worst_case", "all", 0.9)]
+    kinds = {"stacker": "ensemble", "m1": "member", "other": "member"}
+    text = "\n".join(goals_section(rows, goals, kinds, {"stacker": ["m1"]}))
+    assert "best member `m1`" in text and "at least as robust as" in text
+    text = "\n".join(goals_section(rows, goals, kinds))  # without it: every evaluated member
+    assert "best member `other`" in text and "**less robust than**" in text

@@ -81,3 +81,14 @@ def build_ensemble(combine: str, members: dict[str, nn.Module], head: nn.Module 
             raise ConfigError("model.head", None, "an MLP head is required for combine='mlp'")
         return StackedLogits(members, head)
     return MajorityVote(members) if combine == "vote" else MeanLogits(members)
+
+
+def member_names(model: nn.Module) -> list[str]:
+    """The member names of ``model`` if it is (or wraps, via ``.model``) an ensemble, else []."""
+    seen = 0
+    while not isinstance(model, MemberEnsemble) and seen < 4:
+        inner = getattr(model, "model", None)
+        if not isinstance(inner, nn.Module):
+            return []
+        model, seen = inner, seen + 1
+    return list(model.members.keys()) if isinstance(model, MemberEnsemble) else []

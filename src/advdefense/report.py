@@ -106,12 +106,14 @@ def robust_goals() -> dict[str, Any]:
 
 
 def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
-                  kinds: dict[str, str] | None = None) -> list[str]:
+                  kinds: dict[str, str] | None = None,
+                  members: dict[str, list[str]] | None = None) -> list[str]:
     """The integrated model against each goal: ours with its CI, met or short by how much.
 
-    Also compares the integrated model's all-threats worst case with its best member's
-    (``kinds``: model name -> ``member`` / ``ensemble`` from the registry). Empty when the
-    integrated model is not in this evaluation.
+    Also compares the integrated model's worst cases with its best member's: among its own
+    members (``members``: ensemble name -> its member names) where known, else among every
+    evaluated model of kind ``member`` (``kinds``: model name -> ``member`` / ``ensemble``).
+    Empty when the integrated model is not in this evaluation.
     """
     idx, model = _index(rows), goals["model"]
     if not any(r["model"] == model for r in rows):
@@ -138,10 +140,11 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
     if goals.get("tried"):
         out += ["", "What was tried for these goals (measured in this project; README, \"Results\"):", ""]
         out += [f"- {t}" for t in goals["tried"]]
-    members = [m for m, k in (kinds or {}).items() if k == "member"]
+    own = (members or {}).get(model)
+    candidates = list(own) if own else [m for m, k in (kinds or {}).items() if k == "member"]
     for threat, label in (("all", "Worst case over all threats"),
                           ("whitebox", "White-box worst case")):
-        out += _best_member_line(idx, model, members, threat, label)
+        out += _best_member_line(idx, model, candidates, threat, label)
     return out + [""]
 
 
@@ -266,7 +269,7 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
              "`all` takes the worst case over every threat model. ⚠ marks rows flagged by a sanity "
              "check (see the end).", "",
              "## Robust accuracy (worst case per threat model)", "", *robust_summary(rows),
-             *goals_section(rows, robust_goals(), meta.get("kinds")),
+             *goals_section(rows, robust_goals(), meta.get("kinds"), meta.get("members")),
              "## The paper's tables beside ours", "",
              *[f"* {n}" for n in paper["notes"]], "",
              *single_model_tables(rows, paper), *integrated_tables(rows, paper),

@@ -52,8 +52,9 @@ def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir):
     stamps = {p.name: p.stat().st_mtime_ns for p in models.glob("*.ckpt")}
     report = tmp_path / "out" / "evaluation" / "report.md"
     assert report.is_file() and "Table VII" in report.read_text()
-    rows = json.loads((tmp_path / "out" / "evaluation" / "results.json").read_text())
-    rows = rows["rows"] if isinstance(rows, dict) else rows
+    result = json.loads((tmp_path / "out" / "evaluation" / "results.json").read_text())
+    assert result["meta"]["members"] == {"stacker": ["none-none", "squeeze-fgsm"]}
+    rows = result["rows"]
     assert {r["model"] for r in rows} >= {"none-none", "squeeze-fgsm", "stacker"}
     assert first["members"]["squeeze-fgsm"]["test/acc"] > 0.9
     _run(tmp_path, data_dir)

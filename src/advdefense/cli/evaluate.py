@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from advdefense.checks import ConfigError, check_choice
 from advdefense.cli.common import build, log, plain, print_table, setup_wandb_env
+from advdefense.ensembles import member_names
 from advdefense.evaluation.cache import CellCache, file_hash
 from advdefense.evaluation.grid import MissingSurrogateError
 from advdefense.evaluation.pipeline import SanityConfig, SweepConfig, evaluate_models, subsample
@@ -190,7 +191,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad)),
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
         meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),
-              "kinds": {m.name: getattr(m.module, "kind", "member") for m in models}},
+              "kinds": {m.name: getattr(m.module, "kind", "member") for m in models},
+              "members": {m.name: member_names(m.module) for m in models
+                          if member_names(m.module)}},
         attack_n=attack_budget(cfg, len(labels)))
     from advdefense.report import write_report
 
