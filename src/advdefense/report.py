@@ -215,8 +215,30 @@ def _read(path: Path, default: Any) -> Any:
     return json.loads(path.read_text("utf-8")) if path.is_file() else default
 
 
+def l0_section(curves: list[dict[str, Any]]) -> list[str]:
+    """Sparse attacks by pixel budget: accuracy counting only successes within k pixels."""
+    from advdefense.evaluation.l0_curves import BUDGETS, accuracy_at, median_l0
+
+    if not curves:
+        return []
+    body = []
+    for c in sorted(curves, key=lambda c: (c["attack"], c["model"], c["threat"])):
+        med = median_l0(c)
+        body.append([f"`{c['model']}`", c["attack"], c["threat"], str(c["n"]),
+                     *(_f(accuracy_at(c, k)) for k in BUDGETS), _f(accuracy_at(c, None)),
+                     DASH if med is None else f"{med:.0f}"])
+    return ["## Sparse attacks by pixel budget", "",
+            "Accuracy when a success counts only if the attack changed at most k of the 784 "
+            "pixels; `any` is the row's accuracy. The local search has no pixel budget, so its "
+            "`any` column includes images changed enough to be another digit; JSMA and sparse "
+            "PGD stop at 78 pixels. Each column is what this attack's own search found within k "
+            "pixels (an upper bound on robust accuracy at k, not a certificate).", "",
+            *_md_table(["model", "attack", "threat", "n", *(f"k={k}" for k in BUDGETS), "any",
+                        "median pixels per success"], body), ""]
+
+
 def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any],
-               examples: dict[str, Any]) -> list[Path]:
+               examples: dict[str, Any], curves: list[dict[str, Any]] | None = None) -> list[Path]:
     """All PNG plots into ``out_dir/plots``; returns the written paths."""
     from advdefense.evaluation import plots
 
@@ -228,6 +250,8 @@ def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any]
     for attack in sorted({c["attack"] for c in cells}):
         made.append(plots.plot_examples(examples["originals"], cells, attack,
                                         pdir / f"examples_{attack}.png"))
+    for attack in sorted({c["attack"] for c in curves or []}):
+        made.append(plots.plot_l0(curves or [], attack, pdir / f"l0_{attack}.png"))
     made.append(plots.plot_confusions(rows, pdir / "confusion.png"))
     return [p for p in made if p is not None]
 
@@ -255,7 +279,9 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
     rows, meta = data["rows"], data.get("meta", {})
     sweeps = _read(out_dir / "sweeps.json", {})
     checks = _read(out_dir / "checks.json", [])
-    made = make_plots(out_dir, rows, sweeps, _read(out_dir / "examples.json", {})) if plots else []
+    curves = _read(out_dir / "l0.json", [])
+    made = (make_plots(out_dir, rows, sweeps, _read(out_dir / "examples.json", {}), curves)
+            if plots else [])
     paper = paper_tables()
     lines = ["# Evaluation report", "",
              f"Test images: n = {meta.get('n')}; models: {', '.join(meta.get('models', []))}; "
@@ -270,6 +296,7 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
              "check (see the end).", "",
              "## Robust accuracy (worst case per threat model)", "", *robust_summary(rows),
              *goals_section(rows, robust_goals(), meta.get("kinds"), meta.get("members")),
+             *l0_section(curves),
              "## The paper's tables beside ours", "",
              *[f"* {n}" for n in paper["notes"]], "",
              *single_model_tables(rows, paper), *integrated_tables(rows, paper),

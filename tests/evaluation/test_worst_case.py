@@ -28,3 +28,11 @@ def test_add_worst_cases_per_threat_and_all():
     out = add_worst_cases(records, labels)
     wcs = {(r["threat"]): r["pred"] for r in out if r["attack"] == WORST}
     assert wcs == {"transfer": [0, 1], "whitebox": [0, 0], ALL_THREATS: [0, 0]}
+
+
+def test_restrict_keeps_every_per_image_list_aligned():
+    from advdefense.evaluation.worst_case import restrict
+
+    r = {"pred": [0, 1, 1], "conf": [0.1, 0.2, 0.3], "l0": [4, 5, 6], "index": [2, 5, 9], "n": 3}
+    out = restrict(r, [5, 9])
+    assert (out["pred"], out["conf"], out["l0"], out["n"]) == ([1, 1], [0.2, 0.3], [5, 6], 2)

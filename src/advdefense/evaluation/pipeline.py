@@ -20,6 +20,7 @@ import torch
 
 from advdefense.evaluation.cache import CellCache, cell_key
 from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
+from advdefense.evaluation.l0_curves import l0_curves
 from advdefense.evaluation.results import to_row, write_csv, write_json
 from advdefense.evaluation.sanity import apply_flags, gradient_checks, grid_checks, sweep_checks
 from advdefense.evaluation.sweeps import eps_sweep, spatial_sweep
@@ -65,6 +66,14 @@ def l0_budgets(attacks: Sequence[AttackSpec]) -> dict[str, int]:
     return out
 
 
+def sparse_attacks(attacks: Sequence[AttackSpec]) -> list[str]:
+    """Rows of sparse (L0) attacks: the white-box L0 attacks and the unbounded local search."""
+    from advdefense.attacks import LocalSearch
+
+    return [*l0_budgets(attacks), *(s.name for s in attacks
+                                    if isinstance(s.attack, LocalSearch) and s.attack.eps is None)]
+
+
 def subsample(labels: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
     """Sorted indices of a deterministic stratified subset of ``n`` items (all if None)."""
     from advdefense.data import stratified_split
@@ -107,7 +116,8 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
             (white-box / black-box; nested stratified subsets, see ``evaluation.grid``).
 
     Returns:
-        ``{"rows", "records", "sweeps", "checks", "meta"}``.
+        ``{"rows", "records", "sweeps", "checks", "meta", "l0"}`` (``l0``: sparse attacks'
+        curves by pixel budget, :mod:`advdefense.evaluation.l0_curves`).
     """
     _need_surrogate(threats, surrogate)
     sanity = sanity or SanityConfig()
@@ -135,9 +145,12 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
                            "surrogate": surrogate.name if surrogate else None,
                            "cache_hits": cache.hits, "attack_calls": grid.attack_calls,
                            "attack_n": attack_n, "timings": timings, "seconds": round(time.perf_counter() - start, 2)}
+    l0 = l0_curves(records, labels, sparse_attacks(attacks))
     _write(Path(out_dir), rows, records, sweeps, checks, meta)
+    atomic_write_text(Path(out_dir) / "l0.json", json.dumps(l0))
     _write_examples(Path(out_dir), records, images, labels)
-    return {"rows": rows, "records": records, "sweeps": sweeps, "checks": checks, "meta": meta}
+    return {"rows": rows, "records": records, "sweeps": sweeps, "checks": checks, "meta": meta,
+            "l0": l0}
 
 
 def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch.Tensor,

@@ -95,6 +95,29 @@ def plot_examples(originals: list[list[float]], cells: list[dict[str, Any]], att
     return _save(fig, path)
 
 
+def plot_l0(curves: list[dict[str, Any]], attack: str, path: Path, k_max: int = 160) -> Path | None:
+    """Accuracy vs pixel budget under one sparse attack, a step curve per model and threat.
+
+    ``curves``: records of :func:`advdefense.evaluation.l0_curves.l0_curves`; the accuracy at
+    budget k counts an image as fooled only if the attack changed at most k pixels.
+    """
+    mine = [c for c in curves if c["attack"] == attack and c["n"]]
+    if not mine:
+        return None
+    ks = np.arange(0, k_max + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for c in sorted(mine, key=lambda c: (c["model"], c["threat"])):
+        fooled = np.asarray(c["fooled_l0"], dtype=np.int64)
+        acc = 1.0 - np.searchsorted(np.sort(fooled), ks, side="right") / c["n"]
+        ax.step(ks, acc, STYLES.get(c["threat"], "-"), where="post",
+                label=f"{c['model']} ({c['threat']}, n={c['n']})")
+    ax.set(xlabel="pixel budget k (changed pixels, of 784)", ylabel="accuracy", xlim=(0, k_max),
+           ylim=(-0.02, 1.02), title=f"{attack}: accuracy when only successes within k pixels count")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_confusions(rows: list[dict[str, Any]], path: Path, threat: str = "all") -> Path | None:
     """Confusion matrices per model: clean, and the worst case over ``threat``."""
     models = sorted({r["model"] for r in rows})

@@ -73,12 +73,12 @@ def common_index(records: list[dict[str, Any]], n: int) -> list[int] | None:
 
 
 def restrict(record: dict[str, Any], index: list[int]) -> dict[str, Any]:
-    """``record`` with ``pred`` / ``conf`` kept at the positions ``index`` only."""
+    """``record`` with its per-image lists (``pred``, ``conf``, ``l0``) kept at ``index`` only."""
     have = record.get("index")
     where = {p: i for i, p in enumerate(have)} if have is not None else None
     pos = [where[p] for p in index] if where is not None else index
-    return record | {"pred": [record["pred"][i] for i in pos],
-                     "conf": [record["conf"][i] for i in pos], "index": index, "n": len(index)}
+    lists = {k: [record[k][i] for i in pos] for k in ("pred", "conf", "l0") if k in record}
+    return record | lists | {"index": index, "n": len(index)}
 
 
 def add_worst_cases(records: list[dict[str, Any]], labels: torch.Tensor,
