@@ -68,3 +68,25 @@ def test_member_names_through_wrappers_and_none_for_a_member():
     assert member_names(CheckedModel(ens, "mean", "ensemble")) == ["m1", "m2", "m3"]
     assert member_names(CheckedModel(Fixed(1.0, 1.0), "m1")) == []
     assert member_names(nn.Sequential(nn.Identity(), Fixed(1.0, 1.0))) == []
+
+
+def test_skip_mean_stacker_starts_as_the_logit_mean_and_learns_a_correction():
+    import pytest
+
+    from advdefense.checks import ConfigError
+
+    torch.manual_seed(0)
+    model = StackedLogits(members(), StackerMLP(6, [16, 16], skip="mean"))
+    x = torch.rand(9, 1, 28, 28)
+    torch.testing.assert_close(model(x), MeanLogits(members())(x))
+    y = torch.randint(0, 2, (9,))
+    opt = torch.optim.SGD(model.head.parameters(), lr=0.5)
+    for _ in range(2):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert not torch.allclose(model(x), MeanLogits(members())(x))  # the MLP's correction moved
+    with pytest.raises(ConfigError, match="model.skip"):
+        StackerMLP(6, [8], skip="max")
+    with pytest.raises(ConfigError, match="multiple of num_classes"):
+        StackerMLP(5, [8], skip="mean")

@@ -45,12 +45,15 @@ def test_ensemble_round_trip(tmp_path):
     from advdefense.ensembles import build_ensemble
 
     members = {"a": _member(0), "b": _member(1)}
-    for combine, head in [("mlp", StackerMLP(4, [8, 8])), ("vote", None), ("mean", None)]:
+    skip_head = StackerMLP(4, [8, 8], skip="mean")
+    torch.nn.init.normal_(skip_head.mlp[-1].weight)  # a trained correction, not the zero start
+    for combine, head, skip in [("mlp", StackerMLP(4, [8, 8]), "none"), ("mlp", skip_head, "mean"),
+                                ("vote", None, None), ("mean", None, None)]:
         model = build_ensemble(combine, members, head)
         spec = {"combine": combine, "members": {"a": SPEC, "b": SPEC},
                 "head": {"_target_": "advdefense.nets.StackerMLP", "in_features": 4,
-                         "hidden": [8, 8]} if head else None}
-        path = save_model(tmp_path / f"{combine}.ckpt", model, "ensemble", combine, spec)
+                         "hidden": [8, 8], "skip": skip} if head else None}
+        path = save_model(tmp_path / f"{combine}-{skip}.ckpt", model, "ensemble", combine, spec)
         x = torch.rand(3, 1, 28, 28)
         torch.testing.assert_close(advdefense.load_model(path)(x), model.eval()(x))
 

@@ -66,14 +66,22 @@ class StackerMLP(nn.Module):
         activation: ``relu``, ``tanh`` or ``gelu``, or ``linear`` for no nonlinearity
             (what the paper's authors' code did: a linear model in effect).
         num_classes: number of outputs.
+        skip: ``none``, or ``mean``: add the mean of the member logits to the MLP's output and
+            start the MLP's last layer at zero, so the untrained stacker is the logit mean and
+            training learns a correction to it (input then (N, M x num_classes)).
     """
 
     def __init__(self, in_features: int, hidden: tuple[int, ...] | list[int] = (256, 256),
-                 activation: str = "relu", num_classes: int = 2) -> None:
+                 activation: str = "relu", num_classes: int = 2, skip: str = "none") -> None:
         super().__init__()
         check_choice("model.stacker.activation", activation, [*_ACTIVATIONS, "linear"])
+        check_choice("model.skip", skip, ["none", "mean"])
         if int(in_features) < 1:
             raise ConfigError("model.stacker.in_features", in_features, "a positive integer")
+        if skip == "mean" and int(in_features) % int(num_classes):
+            raise ConfigError("model.stacker.in_features", in_features,
+                              f"a multiple of num_classes={num_classes} for skip=mean")
+        self.skip, self.num_classes = skip, int(num_classes)
         layers: list[nn.Module] = []
         width = int(in_features)
         for h in hidden:
@@ -82,7 +90,13 @@ class StackerMLP(nn.Module):
                 layers.append(_ACTIVATIONS[activation]())
             width = int(h)
         layers.append(nn.Linear(width, int(num_classes)))
+        if skip == "mean":
+            nn.init.zeros_(layers[-1].weight)
+            nn.init.zeros_(layers[-1].bias)
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(features)
+        out = self.mlp(features)
+        if self.skip == "mean":
+            out = out + features.unflatten(1, (-1, self.num_classes)).mean(1)
+        return out

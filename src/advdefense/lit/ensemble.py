@@ -54,6 +54,8 @@ class StackedEnsemble(ClassifierModule):
         combine: ``mlp`` (the paper's stacker), ``vote`` or ``mean``.
         hidden: hidden widths of the MLP (the paper: two layers of 256).
         activation: MLP nonlinearity, or ``linear`` for the authors' activation-free stacker.
+        skip: ``none``, or ``mean``: the MLP learns a correction to the mean of the member
+            logits and starts as that mean (see :class:`advdefense.nets.StackerMLP`).
         defense: training-step strategy for the MLP's training images (default: clean only);
             with an attack inside, the stacker also learns from attacked images' logits.
         defense_target: ``ensemble`` crafts against the whole integrated model end to end;
@@ -63,6 +65,7 @@ class StackedEnsemble(ClassifierModule):
 
     def __init__(self, members: list[str], models_dir: str, combine: str = "mlp",
                  hidden: list[int] | tuple[int, ...] = (256, 256), activation: str = "relu",
+                 skip: str = "none",
                  defense: TrainingDefense | None = None, defense_target: str = "ensemble",
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None) -> None:
@@ -71,7 +74,7 @@ class StackedEnsemble(ClassifierModule):
         check_choice("model.defense_target", defense_target, ["ensemble", "members"])
         self.save_hyperparameters({  # plain types only: checkpoints load with weights_only=True
             "members": [str(m) for m in members], "models_dir": str(models_dir), "combine": combine,
-            "hidden": [int(h) for h in hidden], "activation": activation,
+            "hidden": [int(h) for h in hidden], "activation": activation, "skip": skip,
             "defense_target": defense_target})
         modules, self.member_specs = load_members(list(members), models_dir)
         self.head_spec = None
@@ -80,7 +83,7 @@ class StackedEnsemble(ClassifierModule):
 
             self.head_spec = {"_target_": "advdefense.nets.StackerMLP",
                               "in_features": 2 * len(modules), "hidden": [int(h) for h in hidden],
-                              "activation": activation}
+                              "activation": activation, "skip": skip}
             head = StackerMLP(**{k: v for k, v in self.head_spec.items() if k != "_target_"})
         else:
             head = None
