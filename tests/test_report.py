@@ -82,3 +82,18 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     assert "best member `m1`" in text and "at least as robust as" in text
     text = "\n".join(goals_section(rows, goals, kinds))  # without it: every evaluated member
     assert "best member `other`" in text and "**less robust than**" in text
+
+
+def test_dense_worst_case_is_reported_beside_the_full_one():
+    from advdefense.report import goals_section, robust_goals, robust_summary
+
+    rows = [_row("stacker", "none", "whitebox", 1.0), _row("stacker", "worst_case", "all", 0.0),
+            _row("stacker", "worst_case_dense", "all", 0.9), _row("m1", "worst_case", "all", 0.0),
+            _row("m1", "worst_case_dense", "all", 0.7), _row("m1", "none", "whitebox", 1.0)]
+    text = "\n".join(goals_section(rows, robust_goals(), {"stacker": "ensemble", "m1": "member"}))
+    line = next(t for t in text.splitlines() if t.startswith("Worst case over the dense"))
+    assert "`stacker` 0.900" in line and "`m1` 0.700" in line and "at least as robust as" in line
+    assert "other attacks" not in text  # the dense row is not an extra attack
+    summary = "\n".join(robust_summary(rows))
+    assert "without the L0 attacks" in summary and "0.900 [" in summary
+    assert "without the L0 attacks" not in "\n".join(robust_summary(rows[:2]))

@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from advdefense.evaluation.worst_case import WORST_DENSE
 from advdefense.registry import atomic_write_text
 
 DASH = "—"
@@ -132,7 +133,7 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
     out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", ""]
     out += _md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
     listed = {g["attack"] for g in goals["rows"]}
-    extra = sorted({r["attack"] for r in rows if r["model"] == model} - listed)
+    extra = sorted({r["attack"] for r in rows if r["model"] == model} - listed - {WORST_DENSE})
     if extra:
         out += ["", "Our worst case also takes the grid's other attacks (" +
                 ", ".join(f"`{a}`" for a in extra) + "), so it is at least as strict as the "
@@ -142,18 +143,22 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
         out += [f"- {t}" for t in goals["tried"]]
     own = (members or {}).get(model)
     candidates = list(own) if own else [m for m, k in (kinds or {}).items() if k == "member"]
-    for threat, label in (("all", "Worst case over all threats"),
-                          ("whitebox", "White-box worst case")):
-        out += _best_member_line(idx, model, candidates, threat, label)
+    for attack, threat, label in (
+            ("worst_case", "all", "Worst case over all threats"),
+            ("worst_case", "whitebox", "White-box worst case"),
+            (WORST_DENSE, "all", "Worst case over the dense attacks (every threat, L-inf and "
+                                 "spatial; the sparse L0 attacks left out)")):
+        out += _best_member_line(idx, model, candidates, threat, label, attack)
     return out + [""]
 
 
 def _best_member_line(idx: dict[tuple[str, str, str], dict[str, Any]], model: str,
-                      members: list[str], threat: str, label: str) -> list[str]:
+                      members: list[str], threat: str, label: str,
+                      attack: str = "worst_case") -> list[str]:
     """One sentence: the integrated model's worst case under ``threat`` vs its best member's."""
-    worst = {m: idx.get((m, "worst_case", threat)) for m in members}
+    worst = {m: idx.get((m, attack, threat)) for m in members}
     worst = {m: r for m, r in worst.items() if r is not None}
-    ours = idx.get((model, "worst_case", threat))
+    ours = idx.get((model, attack, threat))
     if not worst or ours is None:
         return []
     best = max(worst, key=lambda m: worst[m]["accuracy"])
@@ -172,14 +177,20 @@ def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
     idx = _index(rows)
     threats = [t for t in ("transfer", "whitebox", "blackbox", "all")
                if any(r["threat"] == t for r in rows)]
+    dense = any(r["attack"] == WORST_DENSE for r in rows)
     body = []
     for m in sorted({r["model"] for r in rows}):
         clean = next((r for r in rows if r["model"] == m and r["attack"] == "none"), None)
         cells = [_ci(clean)]
         for t in threats:
             cells.append(_ci(idx.get((m, "worst_case", t))))
+        if dense:
+            cells.append(_ci(idx.get((m, WORST_DENSE, "all"))))
         body.append([f"`{m}`", *cells])
-    return _md_table(["model", "clean acc", *[f"worst case: {t}" for t in threats]], body) + [""]
+    header = ["model", "clean acc", *[f"worst case: {t}" for t in threats]]
+    if dense:
+        header.append("worst case: all, without the L0 attacks")
+    return _md_table(header, body) + [""]
 
 
 def _ci(r: dict[str, Any] | None) -> str:

@@ -36,3 +36,22 @@ def test_restrict_keeps_every_per_image_list_aligned():
     r = {"pred": [0, 1, 1], "conf": [0.1, 0.2, 0.3], "l0": [4, 5, 6], "index": [2, 5, 9], "n": 3}
     out = restrict(r, [5, 9])
     assert (out["pred"], out["conf"], out["l0"], out["n"]) == ([1, 1], [0.2, 0.3], [5, 6], 2)
+
+
+def test_dense_worst_case_leaves_out_only_the_sparse_attacks():
+    from advdefense.evaluation.worst_case import WORST_DENSE
+
+    labels = torch.tensor([0, 1, 0])
+    records = [rec("none", "whitebox", [0, 1, 0], [1, 1, 1]),
+               rec("pgd", "whitebox", [0, 1, 1], [1, 1, 1]),        # breaks image 2
+               rec("jsma", "whitebox", [1, 1, 0], [1, 1, 1]),       # breaks image 0
+               rec("local_search", "blackbox", [0, 0, 0], [1, 1, 1])]  # breaks image 1
+    out = add_worst_cases(records, labels, sparse=["jsma", "local_search"])
+    by = {(r["attack"], r["threat"]): r["pred"] for r in out}
+    assert by[(WORST, ALL_THREATS)] == [1, 0, 1]        # every image broken by something
+    assert by[(WORST_DENSE, ALL_THREATS)] == [0, 1, 1]  # only PGD's break counts
+    assert (WORST_DENSE, ALL_THREATS) not in {(r["attack"], r["threat"])
+                                              for r in add_worst_cases(records, labels)}
+    # a grid without sparse attacks gets no dense row: it would equal worst_case
+    dense_only = add_worst_cases(records[:2], labels, sparse=["jsma"])
+    assert not [r for r in dense_only if r["attack"] == WORST_DENSE]

@@ -126,7 +126,8 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     attack_n = {k: int(v) for k, v in (attack_n or {}).items()
                 if v is not None and int(v) < len(labels)}
     grid = Grid(images, labels, cache, sid, surrogate, attack_n=attack_n, seed=seed)
-    records = add_worst_cases(run_grid(grid, models, attacks, threats, progress), labels)
+    records = add_worst_cases(run_grid(grid, models, attacks, threats, progress), labels,
+                              sparse=sparse_attacks(attacks))
     rows = [to_row(r, labels) for r in records]
     timings = {"grid": round(time.perf_counter() - start, 2)}
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}

@@ -11,6 +11,9 @@ is never counted as robust):
   prediction; where none did, the *least* confident correct one.
 
 The threat ``all`` combines every threat model's attacks: the most honest single number.
+``worst_case_dense`` (threat ``all``) leaves out the sparse (L0) attacks, whose pixel budget lets
+them redraw part of a digit: the worst case over the L-inf and spatial attacks only, a separate
+row beside ``worst_case``, never instead of it.
 
 Records of budgeted attacks cover a subset (``record["index"]``: positions into the evaluated
 images, see :mod:`advdefense.evaluation.grid`). A worst case is then taken on the images that
@@ -21,11 +24,13 @@ counting an unattacked image as robust; its record carries that ``index`` and ``
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 
 WORST = "worst_case"
+WORST_DENSE = "worst_case_dense"
 ALL_THREATS = "all"
 
 
@@ -82,12 +87,17 @@ def restrict(record: dict[str, Any], index: list[int]) -> dict[str, Any]:
 
 
 def add_worst_cases(records: list[dict[str, Any]], labels: torch.Tensor,
-                    all_threats: bool = True) -> list[dict[str, Any]]:
-    """``records`` plus one worst-case record per (model, threat), and per model over all."""
+                    all_threats: bool = True, sparse: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """``records`` plus one worst-case record per (model, threat), and per model over all.
+
+    ``sparse``: names of the sparse (L0) attack rows; when any of a model's records is one,
+    that model also gets a ``worst_case_dense`` record (threat ``all``) over the others.
+    """
+    sparse = set(sparse)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        if r["attack"] == WORST:
+        if r["attack"] in (WORST, WORST_DENSE):
             continue
         groups[(r["model"], r["threat"])].append(r)
         if r["attack"] != "none" or not by_model[r["model"]]:
@@ -96,4 +106,8 @@ def add_worst_cases(records: list[dict[str, Any]], labels: torch.Tensor,
     out += [worst_case(group, labels) for group in groups.values()]
     if all_threats and len({t for _, t in groups}) > 1:
         out += [worst_case(group, labels, ALL_THREATS) for group in by_model.values()]
+    for group in by_model.values():
+        dense = [r for r in group if r["attack"] not in sparse]
+        if len(dense) < len(group) and dense:
+            out.append(worst_case(dense, labels, ALL_THREATS) | {"attack": WORST_DENSE})
     return out
