@@ -88,10 +88,11 @@ def test_dense_worst_case_is_reported_beside_the_full_one():
     from advdefense.report import goals_section, robust_goals, robust_summary
 
     rows = [_row("stacker", "none", "whitebox", 1.0), _row("stacker", "worst_case", "all", 0.0),
-            _row("stacker", "worst_case_dense", "all", 0.9), _row("m1", "worst_case", "all", 0.0),
-            _row("m1", "worst_case_dense", "all", 0.7), _row("m1", "none", "whitebox", 1.0)]
+            _row("stacker", "worst_case_dense", "whitebox", 0.9),
+            _row("m1", "worst_case", "all", 0.0), _row("m1", "worst_case_dense", "whitebox", 0.7),
+            _row("m1", "none", "whitebox", 1.0)]
     text = "\n".join(goals_section(rows, robust_goals(), {"stacker": "ensemble", "m1": "member"}))
-    line = next(t for t in text.splitlines() if t.startswith("Worst case over the dense"))
+    line = next(t for t in text.splitlines() if t.startswith("White-box worst case over the dense"))
     assert "`stacker` 0.900" in line and "`m1` 0.700" in line and "at least as robust as" in line
     assert "other attacks" not in text  # the dense row is not an extra attack
     summary = "\n".join(robust_summary(rows))

@@ -48,10 +48,11 @@ def test_dense_worst_case_leaves_out_only_the_sparse_attacks():
                rec("local_search", "blackbox", [0, 0, 0], [1, 1, 1])]  # breaks image 1
     out = add_worst_cases(records, labels, sparse=["jsma", "local_search"])
     by = {(r["attack"], r["threat"]): r["pred"] for r in out}
-    assert by[(WORST, ALL_THREATS)] == [1, 0, 1]        # every image broken by something
-    assert by[(WORST_DENSE, ALL_THREATS)] == [0, 1, 1]  # only PGD's break counts
-    assert (WORST_DENSE, ALL_THREATS) not in {(r["attack"], r["threat"])
-                                              for r in add_worst_cases(records, labels)}
+    assert by[(WORST, ALL_THREATS)] == [1, 0, 1]      # every image broken by something
+    assert by[(WORST, "whitebox")] == [1, 1, 1]
+    assert by[(WORST_DENSE, "whitebox")] == [0, 1, 1]  # only PGD's break counts
+    assert [k for k in by if k[0] == WORST_DENSE] == [(WORST_DENSE, "whitebox")]
+    assert not [r for r in add_worst_cases(records, labels) if r["attack"] == WORST_DENSE]
     # a grid without sparse attacks gets no dense row: it would equal worst_case
     dense_only = add_worst_cases(records[:2], labels, sparse=["jsma"])
     assert not [r for r in dense_only if r["attack"] == WORST_DENSE]
