@@ -105,11 +105,12 @@ def plot_l0(curves: list[dict[str, Any]], attack: str, path: Path, k_max: int = 
     if not mine:
         return None
     ks = np.arange(0, k_max + 1)
+    several = len({c["threat"] for c in mine}) > 1  # line styles tell threats apart only then
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in sorted(mine, key=lambda c: (c["model"], c["threat"])):
         fooled = np.asarray(c["fooled_l0"], dtype=np.int64)
         acc = 1.0 - np.searchsorted(np.sort(fooled), ks, side="right") / c["n"]
-        ax.step(ks, acc, STYLES.get(c["threat"], "-"), where="post",
+        ax.step(ks, acc, STYLES.get(c["threat"], "-") if several else "-", where="post",
                 label=f"{c['model']} ({c['threat']}, n={c['n']})")
     ax.set(xlabel="pixel budget k (changed pixels, of 784)", ylabel="accuracy", xlim=(0, k_max),
            ylim=(-0.02, 1.02), title=f"{attack}: accuracy when only successes within k pixels count")
