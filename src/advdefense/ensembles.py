@@ -84,11 +84,10 @@ def build_ensemble(combine: str, members: dict[str, nn.Module], head: nn.Module 
 
 
 def member_names(model: nn.Module) -> list[str]:
-    """The member names of ``model`` if it is (or wraps, via ``.model``) an ensemble, else []."""
-    seen = 0
-    while not isinstance(model, MemberEnsemble) and seen < 4:
-        inner = getattr(model, "model", None)
-        if not isinstance(inner, nn.Module):
-            return []
-        model, seen = inner, seen + 1
-    return list(model.members.keys()) if isinstance(model, MemberEnsemble) else []
+    """The member names of ``model`` if it is an ensemble or wraps one in ``.model`` (a loaded
+    registry entry), else []."""
+    inner = getattr(model, "model", model)
+    for m in (model, inner):
+        if isinstance(m, MemberEnsemble):
+            return list(m.members.keys())
+    return []

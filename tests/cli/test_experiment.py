@@ -81,12 +81,12 @@ def test_experiment_trainer_choice_reaches_every_stage(trainer, expected, tmp_pa
 
 
 def test_member_name_and_override_order(monkeypatch):
+    from helpers import ROOT
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
     import advdefense.cli.experiment as experiment
-    from helpers import ROOT
 
     assert experiment.member_name({"preprocess": "none", "defense": "pgd"}) == "none-pgd"
     wide = OmegaConf.create({"preprocess": "none", "defense": "pgd", "name": "none-pgd_wide",

@@ -185,6 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     images, labels = _data(cfg)
     out_dir = Path(cfg.paths.output_dir)
     cache = CellCache(cfg.eval.cache_dir, enabled=bool(cfg.eval.cache))
+    members = {m.name: names for m in models if (names := member_names(m.module))}
     s = cfg.eval.sanity
     result = evaluate_models(
         models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
@@ -192,8 +193,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
         meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),
               "kinds": {m.name: getattr(m.module, "kind", "member") for m in models},
-              "members": {m.name: member_names(m.module) for m in models
-                          if member_names(m.module)}},
+              "members": members},
         attack_n=attack_budget(cfg, len(labels)))
     from advdefense.report import write_report
 

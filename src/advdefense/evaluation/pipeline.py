@@ -126,8 +126,9 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     attack_n = {k: int(v) for k, v in (attack_n or {}).items()
                 if v is not None and int(v) < len(labels)}
     grid = Grid(images, labels, cache, sid, surrogate, attack_n=attack_n, seed=seed)
+    sparse = sparse_attacks(attacks)
     records = add_worst_cases(run_grid(grid, models, attacks, threats, progress), labels,
-                              sparse=sparse_attacks(attacks))
+                              sparse=sparse)
     rows = [to_row(r, labels) for r in records]
     timings = {"grid": round(time.perf_counter() - start, 2)}
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
@@ -146,7 +147,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
                            "surrogate": surrogate.name if surrogate else None,
                            "cache_hits": cache.hits, "attack_calls": grid.attack_calls,
                            "attack_n": attack_n, "timings": timings, "seconds": round(time.perf_counter() - start, 2)}
-    l0 = l0_curves(records, labels, sparse_attacks(attacks))
+    l0 = l0_curves(records, labels, sparse)
     _write(Path(out_dir), rows, records, sweeps, checks, meta)
     atomic_write_text(Path(out_dir) / "l0.json", json.dumps(l0))
     _write_examples(Path(out_dir), records, images, labels)

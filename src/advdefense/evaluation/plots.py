@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from advdefense.evaluation.l0_curves import accuracy_at  # noqa: E402
 from advdefense.registry import atomic_write_bytes  # noqa: E402
 
 STYLES = {"whitebox": "-", "transfer": "--", "blackbox": ":"}
@@ -108,8 +109,7 @@ def plot_l0(curves: list[dict[str, Any]], attack: str, path: Path, k_max: int = 
     several = len({c["threat"] for c in mine}) > 1  # line styles tell threats apart only then
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in sorted(mine, key=lambda c: (c["model"], c["threat"])):
-        fooled = np.asarray(c["fooled_l0"], dtype=np.int64)
-        acc = 1.0 - np.searchsorted(np.sort(fooled), ks, side="right") / c["n"]
+        acc = [accuracy_at(c, int(k)) for k in ks]
         ax.step(ks, acc, STYLES.get(c["threat"], "-") if several else "-", where="post",
                 label=f"{c['model']} ({c['threat']}, n={c['n']})")
     ax.set(xlabel="pixel budget k (changed pixels, of 784)", ylabel="accuracy", xlim=(0, k_max),
