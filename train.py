@@ -3,6 +3,10 @@
 import hydra
 from omegaconf import DictConfig
 
+from advdefense.cli.entry import prepare_entry
+
+prepare_entry(__file__)  # anchors paths.root_dir at this folder; see advdefense/cli/entry.py
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:

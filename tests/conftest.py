@@ -11,6 +11,10 @@ from helpers import train_cnn
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# What train.py sets before composing (advdefense.cli.entry): configs composed in a test resolve
+# paths.root_dir as the entry point would. Tests of the commands as users type them run in a
+# fresh copy and drop it from their environment (tests/test_readme_commands.py).
+os.environ.setdefault("ADVDEFENSE_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture(scope="session")

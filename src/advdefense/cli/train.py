@@ -54,8 +54,10 @@ def _resume_path(cfg: DictConfig) -> str | None:
     if cfg.get("ckpt_path") in (None, ""):
         return None
     if cfg.ckpt_path == "last":
-        # single runs: <task>/runs/<time>_<name>/; multirun jobs: <task>/multiruns/<time>/<n>_<name>/
-        run_dir = re.compile(rf"(\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d|\d+)_{re.escape(cfg.name)}")
+        # single runs: <task>/runs/<time>-<hex>_<name>/;
+        # multirun jobs: <task>/multiruns/<time>-<hex>/<n>_<name>/
+        run_dir = re.compile(
+            rf"(\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d(-[0-9A-Za-z]+)?|\d+)_{re.escape(cfg.name)}")
         runs = [p for p in Path(cfg.paths.log_dir).glob(f"{cfg.task_name}/**/checkpoints/last.ckpt")
                 if run_dir.fullmatch(p.parent.parent.name)]
         runs.sort(key=lambda p: p.stat().st_mtime)
