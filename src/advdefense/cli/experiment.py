@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +48,55 @@ def _trainer() -> list[str]:
     return [f"trainer={choice}"] if choice and choice != "default" else []
 
 
+# What a user may add to an experiment command besides its own keys: every training stage gets
+# these after the pipeline's own overrides (so they win), and data.test_subset also sizes the
+# evaluation (eval.n):
+#   python train.py experiment=paper_quick trainer.max_epochs=1 data.train_subset=256 data.test_subset=40
+SIZE_KNOBS = ("data.train_subset", "data.val_size", "data.test_subset", "data.batch_size")
+FORWARDED_PREFIXES = ("trainer.",)  # any trainer setting (the trainer=... choice is _trainer())
+# Command-line keys the experiment itself reads.
+_OWN_KEYS = ("experiment", "trainer", "seed", "name", "task_name", "pipeline", "paths", "hydra")
+
+
+def size_knobs() -> list[str]:
+    """The command line's size knobs and ``trainer.*`` settings, for every training stage.
+
+    Any other override of an experiment command would not reach its stages: it is refused,
+    naming the keys that would carry it, instead of being silently ignored.
+    """
+    from advdefense.checks import ConfigError
+
+    knobs = []
+    for override in HydraConfig.get().overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in SIZE_KNOBS or key.startswith(FORWARDED_PREFIXES):
+            knobs.append(f"{key}={value}")
+        elif key.split(".")[0] not in _OWN_KEYS:
+            raise ConfigError(key, value,
+                              "an experiment passes only trainer.* and its size knobs "
+                              f"({', '.join(SIZE_KNOBS)}) to its stages; put other overrides in "
+                              "pipeline.member_overrides, pipeline.ensemble_overrides or "
+                              "pipeline.evaluate_overrides")
+    return knobs
+
+
+def _eval_knobs(knobs: list[str]) -> list[str]:
+    """``data.test_subset=K`` sizes the evaluation stage too: ``eval.n=K``."""
+    return [f"eval.n={k.split('=', 1)[1]}" for k in knobs if k.startswith("data.test_subset=")]
+
+
 def member_name(member: Any) -> str:
     """A pipeline member's registry name: its ``name``, else ``<preprocess>-<defense>``."""
     return str(member.get("name") or f"{member['preprocess']}-{member['defense']}")
 
 
-def member_overrides(cfg: DictConfig, member: Any) -> list[str]:
+def member_overrides(cfg: DictConfig, member: Any, knobs: Sequence[str] = ()) -> list[str]:
     """``preprocess=X defense=Y name=<member_name>``, the experiment's member overrides, then
-    the member's own ``overrides`` (later ones win)."""
+    the member's own ``overrides``, then the command line's size knobs (later ones win)."""
     preprocess, defense = member["preprocess"], member["defense"]
     return [f"preprocess={preprocess}", f"defense={defense}", f"name={member_name(member)}",
             f"seed={cfg.seed}", "skip_if_registered=true", *_paths(cfg), *_trainer(),
-            *cfg.pipeline.get("member_overrides", []), *member.get("overrides", [])]
+            *cfg.pipeline.get("member_overrides", []), *member.get("overrides", []), *knobs]
 
 
 def run_experiment(cfg: DictConfig) -> dict[str, Any]:
@@ -69,6 +106,7 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
     pipe, out = cfg.pipeline, Path(cfg.paths.output_dir)
     timings: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"members": {}, "ensembles": {}}
+    knobs = size_knobs()  # refuses, before any work, overrides that would not reach a stage
 
     def timed(stage: str, fn, *args) -> Any:
         start = time.perf_counter()
@@ -78,17 +116,18 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     for member in pipe.get("members", []):
         name = member_name(member)
-        with stage_config("train", member_overrides(cfg, member), out / "members" / name) as sub:
+        with stage_config("train", member_overrides(cfg, member, knobs), out / "members" / name) as sub:
             summary["members"][name] = timed(f"member {name}", train, sub)
     for ensemble in pipe.get("ensembles", []):
         overrides = [f"model={ensemble}", f"seed={cfg.seed}", "skip_if_registered=true",
-                     *_paths(cfg), *_trainer(), *pipe.get("ensemble_overrides", [])]
+                     *_paths(cfg), *_trainer(), *pipe.get("ensemble_overrides", []), *knobs]
         with stage_config("train", overrides, out / "ensembles" / ensemble) as sub:
             summary["ensembles"][ensemble] = timed(f"ensemble {ensemble}", train, sub)
     if pipe.get("evaluate"):
         from advdefense.cli.evaluate import evaluate
 
-        overrides = [f"seed={cfg.seed}", *_paths(cfg), *pipe.get("evaluate_overrides", [])]
+        overrides = [f"seed={cfg.seed}", *_paths(cfg), *pipe.get("evaluate_overrides", []),
+                     *_eval_knobs(knobs)]
         with stage_config("evaluate", overrides, out / "evaluation") as sub:
             summary["evaluation"] = timed("evaluation", evaluate, sub)
         log.info("report: %s", out / "evaluation" / "report.md")
