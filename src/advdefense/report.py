@@ -1,5 +1,6 @@
-"""The evaluation report: the paper's Tables I-VII with our numbers beside them, the full grid,
-the sanity checks and the plots. Reads the pipeline's files; never runs a model.
+"""The evaluation report: the paper's Tables I-VII with our numbers beside them, the goals of
+its own experiment (if it has any) with honest verdicts, the full grid (folded), the sanity
+checks and the plots; and the console summary. Reads the pipeline's files; never runs a model.
 
     from advdefense.report import write_report
     write_report("logs/evaluate/runs/<run>")   # -> <run>/report.md + <run>/plots/*.png
@@ -249,7 +250,8 @@ def headline_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
     models = list(dict.fromkeys(r["model"] for r in rows))
     header, cols = ["model"], []
     for attack, threat, label in HEADLINE:
-        cells = {m: clean.get(m) if threat is None else idx.get((m, attack, threat)) for m in models}
+        cells = {m: clean.get(m) if threat is None else idx.get((m, attack, threat))
+                 for m in models}
         ns = sorted({r["n"] for r in cells.values() if r is not None})
         if not ns:
             continue

@@ -141,6 +141,7 @@ def test_stage_times_is_one_line():
 
     timings = [{"stage": "member none-none", "seconds": 10.2},
                {"stage": "member blur-none", "seconds": 12.0},
-               {"stage": "ensemble stacker", "seconds": 3.0}, {"stage": "evaluation", "seconds": 100.4}]
+               {"stage": "ensemble stacker", "seconds": 3.0},
+               {"stage": "evaluation", "seconds": 100.4}]
     assert stage_times(timings) == ("members 22 s (2), ensemble 3 s, evaluation 100 s, "
                                     "total 126 s")

@@ -45,7 +45,8 @@ def _check_panels(fig, most=plots.MAX_SERIES):
 
 def test_family_and_panels():
     assert plots.family("blur-fgsm") == "blur" and plots.family("stacker") == "ensembles"
-    assert plots.family("none-pgd_spatial_uae_wide", {"none-pgd_spatial_uae_wide": "member"}) == "none"
+    wide = "none-pgd_spatial_uae_wide"
+    assert plots.family(wide, {wide: "member"}) == "none"
     assert plots.family("my-head", {"my-head": "ensemble"}) == "ensembles"
     series = [(m, t) for m in MODELS for t in ("whitebox", "transfer")]
     parts = plots.panels(series, KINDS)

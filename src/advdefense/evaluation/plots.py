@@ -101,7 +101,8 @@ def _line_plot(curves: dict[tuple[str, str], list[tuple[float, float]]], ns: lis
     parts = panels(list(curves), kinds)
     fig, axes = _facets(len(parts))
     for ax, (panel, series) in zip(axes, parts, strict=True):
-        colours = {m: COLORS[i % len(COLORS)] for i, m in enumerate(dict.fromkeys(m for m, _ in series))}
+        models = dict.fromkeys(m for m, _ in series)
+        colours = {m: COLORS[i % len(COLORS)] for i, m in enumerate(models)}
         for model, key in series:
             x, y = zip(*sorted(curves[(model, key)]), strict=True)
             kw = {"color": colours[model], "label": label_of(model, key)}
