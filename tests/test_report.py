@@ -57,13 +57,14 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member",
                                                  "m2": "member", "vote": "ensemble"}))
     none_line = next(line for line in text.splitlines() if line.startswith("| none |"))
-    assert none_line.endswith("| met |")
+    assert none_line.endswith("| within interval |")  # 0.999 >= 0.995 > its lower bound 0.949
     fgsm_line = next(line for line in text.splitlines() if line.startswith("| FGSM"))
     assert "missed by 0.080" in fgsm_line and "0.019" in fgsm_line  # the paper's Table VII
     assert "not run" in next(line for line in text.splitlines() if line.startswith("| JSMA"))
     assert "best member `m1`" in text and "**less robust than**" in text  # 0.40 < 0.45; vote ignored
     assert "also takes the grid's other attacks" not in text
-    assert "What was tried for these goals" in text and "Sparse-PGD adversarial training" in text
+    assert "Wilson lower bound" in text  # the verdict words are explained
+    assert "tried" not in text and "issue 6" not in text  # the research diary is docs/results.md
     rows.append(_row("stacker", "sparse_pgd", "whitebox", 0.0))
     text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"}))
     assert "also takes the grid's other attacks (`sparse_pgd`)" in text
@@ -98,3 +99,106 @@ def test_dense_worst_case_is_reported_beside_the_full_one():
     summary = "\n".join(robust_summary(rows))
     assert "without the L0 attacks" in summary and "0.900 [" in summary
     assert "without the L0 attacks" not in "\n".join(robust_summary(rows[:2]))
+
+
+def test_verdict_met_within_interval_missed():
+    from advdefense.report import verdict
+
+    row = {"accuracy": 0.97, "accuracy_lo": 0.94, "accuracy_hi": 0.99}
+    assert verdict(row, 0.93) == "met"
+    assert verdict(row, 0.94) == "met"  # the lower bound at the goal
+    assert verdict(row, 0.95) == "within interval"
+    assert verdict(row, 0.97) == "within interval"
+    assert verdict(row, 0.98) == "missed by 0.010"
+    assert verdict(None, 0.9) == "not run"
+
+
+def test_goals_are_per_experiment_and_hold_no_diary():
+    from advdefense.report import experiment_goals
+
+    robust = experiment_goals("robust")
+    assert robust["model"] == "stacker" and "tried" not in robust
+    assert experiment_goals("robust_gpu") == robust  # same_as
+    assert experiment_goals("paper_quick") is None and experiment_goals(None) is None
+
+
+MODELS = [f"{p}-{d}" for p in ("none", "blur", "squeeze") for d in ("none", "fgsm", "blackbox")]
+MODELS += ["stacker", "vote", "mean"]
+CELLS = [("none", t) for t in ("transfer", "whitebox", "blackbox")] + [
+    (a, t) for a in ("fgsm", "pgd", "jsma", "sparse_pgd", "spatial_engstrom", "spatial_uae")
+    for t in ("transfer", "whitebox")] + [("jsma_target", "whitebox"), ("local_search", "blackbox"),
+                                          ("local_search_linf", "blackbox")] + [
+    ("worst_case", t) for t in ("transfer", "whitebox", "blackbox", "all")]
+
+
+def grid_rows(models=tuple(MODELS), n: int = 200) -> list[dict]:
+    """Rows shaped like experiment=paper_quick's grid (12 models, 22 cells each)."""
+    rows = []
+    for i, m in enumerate(models):
+        for j, (attack, threat) in enumerate(CELLS):
+            acc = round(((i * 7 + j * 3) % 20) / 20, 3)
+            k = n if attack == "none" or threat == "transfer" else n // 5
+            rows.append(_row(m, attack, threat, acc, k) | {
+                "precision": acc, "recall": acc, "f1": acc, "accuracy_at_80": acc,
+                "confusion": [[k // 2, 0], [0, k - k // 2]],
+                "flags": ["fgsm_beats_pgd"] if (i, attack) == (0, "pgd") else []})
+    return rows
+
+
+def _write(tmp_path, rows, **meta):
+    write_json(tmp_path / "results.json", rows,
+               {"n": 200, "models": sorted({r["model"] for r in rows})} | meta)
+
+
+def test_report_shows_only_its_own_experiments_goals(tmp_path):
+    rows = grid_rows()
+    _write(tmp_path, rows, experiment="paper_quick")
+    text = write_report(tmp_path, plots=False).read_text()
+    assert "Experiment: `paper_quick`" in text and "Goals of" not in text
+    _write(tmp_path, rows)  # a plain evaluate.py: no goals either
+    assert "Goals of" not in write_report(tmp_path, plots=False).read_text()
+    _write(tmp_path, rows, experiment="robust")
+    text = write_report(tmp_path, plots=False).read_text()
+    assert "## Goals of experiment=robust" in text and "within interval" in text
+    # asked for by name (evaluate.py eval.experiment=robust, or the argument)
+    _write(tmp_path, rows)
+    assert "## Goals of experiment=robust" in write_report(tmp_path, plots=False,
+                                                          experiment="robust").read_text()
+
+
+def test_full_grid_is_folded(tmp_path):
+    rows = grid_rows()
+    _write(tmp_path, rows)
+    lines = write_report(tmp_path, plots=False).read_text().splitlines()
+    start, end = lines.index("<details>"), lines.index("</details>")
+    grid = [ln for ln in lines if ln.startswith("| `")]
+    inside = [ln for ln in lines[start:end] if ln.startswith("| `")]
+    assert len(inside) == len(rows) and "(results.csv)" in "\n".join(lines[start - 3:start])
+    assert len(grid) - len(inside) < 40  # the rest of the report is short tables
+
+
+def test_console_summary_fits_40_lines_with_full_names(capsys):
+    from advdefense.cli.evaluate import summary
+
+    rows = grid_rows()
+    summary(rows, "paper_quick")
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) <= 40, out
+    for m in MODELS:  # every model on its own line, its name not cut
+        assert sum(f" {m} " in ln for ln in lines) == 1, m
+    assert "…" not in out and "worst case" in out and "local_search" in out
+    assert "n=200" in out and "n=40" in out  # the budgeted columns say their n
+    row = next(ln for ln in lines if " none-none " in ln)
+    assert "⚠" in row  # none-none's PGD row is flagged
+
+
+def test_goals_summary_counts_verdicts():
+    from advdefense.report import goals_summary
+
+    rows = [_row("stacker", "none", "whitebox", 1.0) | {"accuracy_lo": 0.996},  # goal 0.995
+            _row("stacker", "pgd", "whitebox", 0.96),  # goal 0.95, lower bound 0.91
+            _row("stacker", "fgsm", "whitebox", 0.5)]
+    assert goals_summary(rows, "robust") == ("goals of experiment=robust (`stacker`): 1 met, "
+                                             "1 within interval, 1 missed, 5 not run of 8")
+    assert goals_summary(rows, "paper_quick") is None

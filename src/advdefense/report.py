@@ -1,5 +1,6 @@
-"""The evaluation report: the paper's Tables I-VII with our numbers beside them, the full grid,
-the sanity checks and the plots. Reads the pipeline's files; never runs a model.
+"""The evaluation report: the paper's Tables I-VII with our numbers beside them, the goals of
+its own experiment (if it has any) with honest verdicts, the full grid (folded), the sanity
+checks and the plots; and the console summary. Reads the pipeline's files; never runs a model.
 
     from advdefense.report import write_report
     write_report("logs/evaluate/runs/<run>")   # -> <run>/report.md + <run>/plots/*.png
@@ -100,37 +101,78 @@ def integrated_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list
     return out
 
 
+GOALS_FILE = "resources/robust_goals.json"
+
+
+def experiment_goals(experiment: str | None) -> dict[str, Any] | None:
+    """The goals of ``experiment`` (package data ``resources/robust_goals.json``), or None.
+
+    An entry ``{"same_as": "<other>"}`` shares another experiment's goals. Experiments without
+    goals (``paper``, ``paper_quick``, a plain ``evaluate.py``) get None: no goals section.
+    """
+    if not experiment:
+        return None
+    text = resources.files("advdefense").joinpath(GOALS_FILE).read_text("utf-8")
+    table = json.loads(text)["experiments"]
+    goals, seen = table.get(str(experiment)), {str(experiment)}
+    while isinstance(goals, dict) and "same_as" in goals:
+        if goals["same_as"] in seen:
+            raise ValueError(f"{GOALS_FILE}: 'same_as' loops through {sorted(seen)}")
+        seen.add(goals["same_as"])
+        goals = table.get(goals["same_as"])
+    return goals
+
+
 def robust_goals() -> dict[str, Any]:
-    """The robust experiment's goals (package data ``resources/robust_goals.json``)."""
-    text = resources.files("advdefense").joinpath("resources/robust_goals.json").read_text("utf-8")
-    return json.loads(text)
+    """The goals of ``experiment=robust``."""
+    goals = experiment_goals("robust")
+    if goals is None:
+        raise KeyError(f"{GOALS_FILE} has no goals for experiment 'robust'")
+    return goals
 
 
-def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
+VERDICTS = ("**met** when the 95% Wilson lower bound is at or above the goal; **within interval** "
+            "when only the point estimate is; **missed by x** otherwise (x = goal minus the point "
+            "estimate). With few images the interval is wide, so a goal can be met only on "
+            "enough images.")
+
+
+def verdict(row: dict[str, Any] | None, goal: float) -> str:
+    """``met`` (95% Wilson lower bound >= goal), ``within interval`` (only the point estimate
+    is), ``missed by x`` (x = goal - accuracy), or ``not run`` when ``row`` is None."""
+    if row is None:
+        return "not run"
+    if row["accuracy_lo"] >= goal:
+        return "met"
+    if row["accuracy"] >= goal:
+        return "within interval"
+    return f"missed by {goal - row['accuracy']:.3f}"
+
+
+def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any] | None,
                   kinds: dict[str, str] | None = None,
                   members: dict[str, list[str]] | None = None) -> list[str]:
-    """The integrated model against each goal: ours with its CI, met or short by how much.
+    """The integrated model against each goal: ours with its CI and the verdict (:func:`verdict`).
 
     Also compares the integrated model's worst cases with its best member's: among its own
     members (``members``: ensemble name -> its member names) where known, else among every
     evaluated model of kind ``member`` (``kinds``: model name -> ``member`` / ``ensemble``).
-    Empty when the integrated model is not in this evaluation.
+    Empty when there are no goals or the integrated model is not in this evaluation.
     """
+    if not goals:
+        return []
     idx, model = _index(rows), goals["model"]
     if not any(r["model"] == model for r in rows):
         return []
     body = []
     for g in goals["rows"]:
         r = idx.get((model, g["attack"], g["threat"]))
-        if r is None:
-            verdict = "not run"
-        elif r["accuracy"] >= g["goal"]:
-            verdict = "met"
-        else:
-            verdict = f"**missed by {g['goal'] - r['accuracy']:.3f}**"
+        word = verdict(r, g["goal"])
         body.append([g["label"], g["threat"], _f(g.get("paper")), f"{g['goal']:.3f}",
-                     _ci(r), DASH if r is None else str(r["n"]), verdict])
-    out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", ""]
+                     _ci(r), DASH if r is None else str(r["n"]),
+                     f"**{word}**" if word.startswith("missed") else word])
+    out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", "",
+           f"A goal is {VERDICTS}", ""]
     out += _md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
     listed = {g["attack"] for g in goals["rows"]}
     extra = sorted({r["attack"] for r in rows if r["model"] == model} - listed - {WORST_DENSE})
@@ -138,9 +180,6 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any],
         out += ["", "Our worst case also takes the grid's other attacks (" +
                 ", ".join(f"`{a}`" for a in extra) + "), so it is at least as strict as the "
                 "goal's."]
-    if goals.get("tried"):
-        out += ["", "What was tried for these goals (measured in this project; README, \"Results\"):", ""]
-        out += [f"- {t}" for t in goals["tried"]]
     own = (members or {}).get(model)
     candidates = list(own) if own else [m for m, k in (kinds or {}).items() if k == "member"]
     for attack, threat, label in (
@@ -193,6 +232,57 @@ def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
     return _md_table(header, body) + [""]
 
 
+HEADLINE = (("none", None, "clean"), ("fgsm", "whitebox", None), ("pgd", "whitebox", None),
+            ("jsma", "whitebox", None), ("spatial_uae", "whitebox", None),
+            ("local_search", "blackbox", None), ("worst_case", "all", "worst case"))
+
+
+def headline_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The console summary: one line per model, accuracy under the headline attacks.
+
+    Columns (those present in ``rows``): clean, FGSM, PGD, JSMA, the UAE spatial preset
+    (white-box), the local search (black-box) and the worst case over all threat models; each
+    header names the attack, the threat model and the n behind it; ⚠ marks flagged rows.
+    Returns ``(header, body)`` with full model names; the full grid is in the result files.
+    """
+    idx = _index(rows)
+    clean = {r["model"]: r for r in rows if r["attack"] == "none"}
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    header, cols = ["model"], []
+    for attack, threat, label in HEADLINE:
+        cells = {m: clean.get(m) if threat is None else idx.get((m, attack, threat))
+                 for m in models}
+        ns = sorted({r["n"] for r in cells.values() if r is not None})
+        if not ns:
+            continue
+        n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+        header.append("\n".join([label or attack, threat or "", n]))
+        cols.append(cells)
+    body = [[m, *(_headline_cell(c[m]) for c in cols)] for m in models]
+    return header, body
+
+
+def _headline_cell(r: dict[str, Any] | None) -> str:
+    return DASH if r is None else f"{r['accuracy']:.3f}" + (" ⚠" if r.get("flags") else "")
+
+
+def goals_summary(rows: list[dict[str, Any]], experiment: str | None) -> str | None:
+    """One line: how many of ``experiment``'s goals are met, within interval, missed, not run.
+
+    None when the experiment has no goals or its integrated model is not in ``rows``.
+    """
+    goals = experiment_goals(experiment)
+    if not goals or not any(r["model"] == goals["model"] for r in rows):
+        return None
+    idx = _index(rows)
+    words = [verdict(idx.get((goals["model"], g["attack"], g["threat"])), g["goal"])
+             for g in goals["rows"]]
+    counts = {w: sum(v.split(" by ")[0] == w for v in words)
+              for w in ("met", "within interval", "missed", "not run")}
+    return (f"goals of experiment={experiment} (`{goals['model']}`): " +
+            ", ".join(f"{c} {w}" for w, c in counts.items() if c) + f" of {len(words)}")
+
+
 def _ci(r: dict[str, Any] | None) -> str:
     if r is None:
         return DASH
@@ -201,11 +291,20 @@ def _ci(r: dict[str, Any] | None) -> str:
 
 
 def full_grid(rows: list[dict[str, Any]]) -> list[str]:
+    """Every row of the grid as a markdown table."""
     body = [[f"`{r['model']}`", r["threat"], r["attack"], str(r["n"]), _ci(r), _f(r["precision"]),
              _f(r["recall"]), _f(r["f1"]), _f(r["accuracy_at_80"]), str(r["confusion"]),
              ", ".join(r.get("flags") or []) or "-"] for r in rows]
     return _md_table(["model", "threat", "attack", "n", "accuracy [95% CI]", "precision", "recall",
                       "F1", "acc@80%", "confusion", "flags"], body) + [""]
+
+
+def full_grid_section(rows: list[dict[str, Any]]) -> list[str]:
+    """The full grid, folded (``<details>``): it is long; ``results.csv`` holds the same rows."""
+    return ["## Full grid", "",
+            f"All {len(rows)} rows; the same as [results.csv](results.csv) and results.json.", "",
+            "<details>", f"<summary>Show the full grid ({len(rows)} rows)</summary>", "",
+            *full_grid(rows), "</details>", ""]
 
 
 def sanity_section(checks: list[dict[str, Any]]) -> list[str]:
@@ -251,20 +350,29 @@ def l0_section(curves: list[dict[str, Any]]) -> list[str]:
 
 
 def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any],
-               examples: dict[str, Any], curves: list[dict[str, Any]] | None = None) -> list[Path]:
-    """All PNG plots into ``out_dir/plots``; returns the written paths."""
+               examples: dict[str, Any], curves: list[dict[str, Any]] | None = None,
+               kinds: dict[str, str] | None = None) -> list[Path]:
+    """All PNG plots into ``out_dir/plots``; returns the written paths.
+
+    ``kinds`` (model name -> ``member`` / ``ensemble``) groups the line plots' panels by model
+    family (see :func:`advdefense.evaluation.plots.family`).
+    """
     from advdefense.evaluation import plots
 
     pdir = out_dir / "plots"
-    made = [plots.plot_eps(sweeps.get("eps", []), a, pdir / f"eps_{a}.png") for a in ("fgsm", "pgd")]
-    made.append(plots.plot_spatial(sweeps.get("spatial", []), ("angle",), pdir / "rotation.png"))
-    made.append(plots.plot_spatial(sweeps.get("spatial", []), ("dx", "dy"), pdir / "shift.png"))
+    made = [plots.plot_eps(sweeps.get("eps", []), a, pdir / f"eps_{a}.png", kinds)
+            for a in ("fgsm", "pgd")]
+    made.append(plots.plot_spatial(sweeps.get("spatial", []), ("angle",), pdir / "rotation.png",
+                                   kinds))
+    made.append(plots.plot_spatial(sweeps.get("spatial", []), ("dx", "dy"), pdir / "shift.png",
+                                   kinds))
     cells = examples.get("cells", [])
     for attack in sorted({c["attack"] for c in cells}):
         made.append(plots.plot_examples(examples["originals"], cells, attack,
-                                        pdir / f"examples_{attack}.png"))
+                                        pdir / f"examples_{attack}.png",
+                                        labels=examples.get("labels")))
     for attack in sorted({c["attack"] for c in curves or []}):
-        made.append(plots.plot_l0(curves or [], attack, pdir / f"l0_{attack}.png"))
+        made.append(plots.plot_l0(curves or [], attack, pdir / f"l0_{attack}.png", kinds=kinds))
     made.append(plots.plot_confusions(rows, pdir / "confusion.png"))
     return [p for p in made if p is not None]
 
@@ -283,20 +391,27 @@ def _budget_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
-                 plots: bool = True) -> Path:
-    """Write ``report.md`` (and the plots) from the result files in ``out_dir``."""
+                 plots: bool = True, experiment: str | None = None) -> Path:
+    """Write ``report.md`` (and the plots) from the result files in ``out_dir``.
+
+    ``experiment``: whose goals to judge (default: ``meta.experiment`` in results.json, which
+    ``train.py experiment=<name>`` records); no goals section when it has none.
+    """
     from advdefense.evaluation.results import read_json
 
     out_dir = Path(out_dir)
     data = read_json(out_dir / "results.json")
     rows, meta = data["rows"], data.get("meta", {})
+    experiment = experiment or meta.get("experiment")
     sweeps = _read(out_dir / "sweeps.json", {})
     checks = _read(out_dir / "checks.json", [])
     curves = _read(out_dir / "l0.json", [])
-    made = (make_plots(out_dir, rows, sweeps, _read(out_dir / "examples.json", {}), curves)
+    made = (make_plots(out_dir, rows, sweeps, _read(out_dir / "examples.json", {}), curves,
+                       meta.get("kinds"))
             if plots else [])
     paper = paper_tables()
     lines = ["# Evaluation report", "",
+             *([f"Experiment: `{experiment}`.", ""] if experiment else []),
              f"Test images: n = {meta.get('n')}; models: {', '.join(meta.get('models', []))}; "
              f"threat models: {', '.join(meta.get('threats', []))}; transfer surrogate: "
              f"`{meta.get('surrogate')}`; models dir: `{models_dir or meta.get('models_dir')}`.", "",
@@ -308,12 +423,13 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
              "`all` takes the worst case over every threat model. ⚠ marks rows flagged by a sanity "
              "check (see the end).", "",
              "## Robust accuracy (worst case per threat model)", "", *robust_summary(rows),
-             *goals_section(rows, robust_goals(), meta.get("kinds"), meta.get("members")),
+             *goals_section(rows, experiment_goals(experiment), meta.get("kinds"),
+                            meta.get("members")),
              *l0_section(curves),
              "## The paper's tables beside ours", "",
              *[f"* {n}" for n in paper["notes"]], "",
              *single_model_tables(rows, paper), *integrated_tables(rows, paper),
-             "## Full grid", "", *full_grid(rows),
+             *full_grid_section(rows),
              "## Sanity checks against gradient masking", "", *sanity_section(checks)]
     from advdefense.evaluation.seeds import seeds_section
 

@@ -44,8 +44,14 @@ def _run(tmp_path, data_dir, member_lr: float = 0.003) -> dict:
         return run_experiment(cfg)
 
 
-def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir):
-    first = _run(tmp_path, data_dir)
+def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir, caplog, capsys):
+    with caplog.at_level("INFO"):
+        first = _run(tmp_path, data_dir)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("report.md" in m for m in messages) == 1  # the report path, once
+    assert any(m.startswith("paper_quick: members ") and "total" in m for m in messages)
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 40 and "stacker" in out
     models = tmp_path / "models"
     assert sorted(p.name for p in models.glob("*.ckpt")) == [
         "none-none.ckpt", "squeeze-fgsm.ckpt", "stacker.ckpt"]
@@ -54,6 +60,10 @@ def test_pipeline_then_rerun_skips_done_models(tmp_path, data_dir):
     assert report.is_file() and "Table VII" in report.read_text()
     result = json.loads((tmp_path / "out" / "evaluation" / "results.json").read_text())
     assert result["meta"]["members"] == {"stacker": ["none-none", "squeeze-fgsm"]}
+    # the report knows its experiment, and paper_quick has no goals
+    assert result["meta"]["experiment"] == "paper_quick"
+    assert "Experiment: `paper_quick`" in report.read_text()
+    assert "Goals of" not in report.read_text()
     rows = result["rows"]
     assert {r["model"] for r in rows} >= {"none-none", "squeeze-fgsm", "stacker"}
     assert first["members"]["squeeze-fgsm"]["test/acc"] > 0.9
@@ -124,3 +134,14 @@ def test_every_experiment_composes_and_its_ensembles_use_its_members(name):
         found = re.fullmatch(r"model\.members=\[(.*)\]", str(override))
         if found:
             assert set(found.group(1).split(",")) <= names
+
+
+def test_stage_times_is_one_line():
+    from advdefense.cli.experiment import stage_times
+
+    timings = [{"stage": "member none-none", "seconds": 10.2},
+               {"stage": "member blur-none", "seconds": 12.0},
+               {"stage": "ensemble stacker", "seconds": 3.0},
+               {"stage": "evaluation", "seconds": 100.4}]
+    assert stage_times(timings) == ("members 22 s (2), ensemble 3 s, evaluation 100 s, "
+                                    "total 126 s")

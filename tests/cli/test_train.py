@@ -17,11 +17,17 @@ from advdefense.registry import read_entry
 pytestmark = pytest.mark.slow
 
 
-def test_single_run_registers_a_member(tmp_path, data_dir, mnist67_test):
+def test_single_run_registers_a_member(tmp_path, data_dir, mnist67_test, caplog, capsys):
     cfg = compose("train", [*TINY_MEMBER, "preprocess=blur", "defense=fgsm"], tmp_path, data_dir)
     assert cfg.name == "blur-fgsm"
-    metrics = train(cfg)
+    with caplog.at_level("INFO"):
+        metrics = train(cfg)
     assert metrics["test/acc"] > 0.9
+    # output: the test metrics in one line, no Lightning tips, no table
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("Tip:" in m or "TPU available" in m for m in messages)
+    assert any(m.startswith("blur-fgsm: test loss") and "confusion [[" in m for m in messages)
+    assert "test/acc" not in capsys.readouterr().out
     path = tmp_path / "models" / "blur-fgsm.ckpt"
     entry = read_entry(path)
     assert entry["kind"] == "member" and entry["spec"]["preprocess"]["sigma"] == 2.0

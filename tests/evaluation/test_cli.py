@@ -42,10 +42,12 @@ def registry(tmp_path_factory, mnist67_train):
 
 
 @pytest.mark.slow
-def test_evaluate_end_to_end_then_cached(registry):
+def test_evaluate_end_to_end_then_cached(registry, capsys):
     from advdefense.cli.evaluate import evaluate
 
     first = evaluate(_cfg(registry))
+    console = capsys.readouterr().out  # the summary: one line per model, the grid only in files
+    assert len(console.splitlines()) <= 40 and "none-fgsm" in console and "pgd" in console
     out = registry / "out"
     for f in ("results.json", "results.csv", "report.md", "plots/eps_pgd.png", "plots/rotation.png",
               "plots/examples_fgsm.png", "plots/confusion.png"):

@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from advdefense.checks import ConfigError, check_choice
-from advdefense.cli.common import build, log, plain, print_table, setup_wandb_env
+from advdefense.cli.common import build, log, plain, print_table, quiet_third_party, setup_wandb_env
 from advdefense.ensembles import member_names
 from advdefense.evaluation.cache import CellCache, file_hash
 from advdefense.evaluation.grid import MissingSurrogateError
@@ -173,6 +173,7 @@ def _data(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured evaluation; returns the pipeline's result dict."""
+    quiet_third_party()
     threats = list(cfg.eval.threats)
     for t in threats:
         check_choice("eval.threats", t, THREATS)
@@ -191,25 +192,32 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
         sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad)),
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
-        meta={"name": cfg.name, "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),
+        meta={"name": cfg.name, "experiment": cfg.eval.get("experiment"),
+              "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),
               "kinds": {m.name: getattr(m.module, "kind", "member") for m in models},
               "members": members},
         attack_n=attack_budget(cfg, len(labels)))
     from advdefense.report import write_report
 
     report = write_report(out_dir, models_dir=cfg.paths.models_dir)
-    _summary(result["rows"])
-    log.info("report: %s (cache hits %d)", report, cache.hits)
+    summary(result["rows"], cfg.eval.get("experiment"))
+    log.info("report: %s; every row: %s (cache hits %d)", report, out_dir / "results.csv",
+             cache.hits)
     if "wandb" in (cfg.get("logger") or {}):
         _log_wandb(cfg, out_dir, result["rows"])
     return result
 
 
-def _summary(rows: list[dict[str, Any]]) -> None:
-    table = [{"model": r["model"], "threat": r["threat"], "attack": r["attack"],
-              "acc": r["accuracy"], "95% CI": f"[{r['accuracy_lo']:.3f}, {r['accuracy_hi']:.3f}]",
-              "f1": r["f1"], "flags": ",".join(r["flags"]) or "-"} for r in rows]
-    print_table("evaluation grid (accuracy with Wilson 95% CI)", table)
+def summary(rows: list[dict[str, Any]], experiment: str | None = None) -> None:
+    """The console summary: models x headline attacks (full names), and the goals' verdicts."""
+    from advdefense.report import goals_summary, headline_table
+
+    header, body = headline_table(rows)
+    n = max((r["n"] for r in rows if r["attack"] == "none"), default=0)
+    print_table(f"accuracy on n={n} test images (⚠ = flagged by a sanity check; every row in "
+                "results.csv)", [dict(zip(header, line, strict=True)) for line in body])
+    if (goals := goals_summary(rows, experiment)) is not None:
+        log.info(goals)
 
 
 def _log_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict[str, Any]]) -> None:

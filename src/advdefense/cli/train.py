@@ -14,7 +14,15 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from advdefense.checks import ConfigError
-from advdefense.cli.common import build, build_callbacks, build_loggers, log, plain, print_table
+from advdefense.cli.common import (
+    build,
+    build_callbacks,
+    build_loggers,
+    log,
+    plain,
+    print_metrics,
+    quiet_third_party,
+)
 from advdefense.cli.failures import in_multirun, record_failure
 from advdefense.cli.resume import check_training_checkpoint, make_resumable
 from advdefense.registry import atomic_write_text, model_path, read_entry, save_model
@@ -111,6 +119,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 def _train(cfg: DictConfig) -> dict[str, float]:
+    quiet_third_party()
     if cfg.get("skip_if_registered") and already_registered(cfg):
         log.info("'%s' is already registered with this config: skipping", cfg.name)
         return dict(read_entry(model_path(cfg.paths.models_dir, cfg.name))["metrics"])
@@ -155,8 +164,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
                           spec, metrics, {"digest": config_digest(cfg), "run": plain(cfg)})
         atomic_write_text(path.with_suffix(".yaml"), OmegaConf.to_yaml(cfg, resolve=True))
         log.info("registered %s", path)
-    print_table(f"{cfg.name}: test metrics",
-                [{"metric": k, "value": v} for k, v in metrics.items() if k.startswith("test/")])
+    print_metrics(cfg.name, metrics)
     return metrics
 
 
