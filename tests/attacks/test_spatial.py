@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advdefense.attacks import SpatialGrid
-from advdefense.attacks.spatial import shrink_pad, spatial_transform
+from advdefense.attacks.spatial import spatial_transform
 
 
 class FailsOnlyAt(nn.Module):
@@ -57,9 +57,10 @@ def test_grid_finds_the_single_failing_transform(digits) -> None:
     assert (res.queries == 775).all()
 
 
-def test_uae_mass_check_rejects_lossy_transforms(digits) -> None:
-    attack = SpatialGrid(preset="uae_warmup")
-    x = shrink_pad(digits[0][:8])
+@pytest.mark.parametrize("preset", ["uae_warmup", "uae_20x20"])
+def test_uae_mass_check_rejects_lossy_transforms(preset, digits) -> None:
+    attack = SpatialGrid(preset=preset)
+    x = attack.border(digits[0][:8])
     mass = x.sum((1, 2, 3))
     gone = spatial_transform(x, 0.0, 10.0, 10.0)  # the digit leaves the frame partly
     lost = 1 - gone.sum((1, 2, 3)) / mass
@@ -73,11 +74,13 @@ def test_uae_mass_check_rejects_lossy_transforms(digits) -> None:
     assert (res.queries < 275).any() and (res.queries >= 1).all()
 
 
-def test_uae_shrink_layout(digits) -> None:
-    x = shrink_pad(digits[0][:4])
+@pytest.mark.parametrize(("preset", "lo", "hi"), [("uae_warmup", 2, 26), ("uae_20x20", 4, 24)])
+def test_uae_border_layout(preset, lo, hi, digits) -> None:
+    x = SpatialGrid(preset=preset).border(digits[0][:4])
     border = torch.ones(28, 28, dtype=torch.bool)
-    border[4:24, 4:24] = False
+    border[lo:hi, lo:hi] = False
     assert (x[:, 0][:, border] == 0).all()
+    assert (x[:, 0][:, lo:hi, lo:hi].amax((1, 2)) > 0.5).all()  # the digit is there
 
 
 def test_random_mode_is_seeded(undefended_cnn, digits) -> None:
