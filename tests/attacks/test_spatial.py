@@ -107,3 +107,61 @@ def test_sign_convention() -> None:
     assert up[0, 0].argmax().item() == 7 * 28 + 13
     moved = spatial_transform(img, 0.0, 2.0, 3.0)  # +dx right, +dy down
     assert moved[0, 0, 16, 22] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_presets_follow_the_warmup_kit() -> None:
+    kit = SpatialGrid(preset="uae_warmup")
+    assert (kit.shrink, kit.mass_tolerance) == ("kit", 0.1)
+    assert (kit.max_angle, kit.max_shift, kit.n_angles, kit.n_shifts) == (10.0, 10.0, 11, 5)
+    old = SpatialGrid(preset="uae_20x20")
+    assert (old.shrink, old.mass_tolerance, len(old.grid())) == ("20x20", 0.1, 275)
+    assert SpatialGrid(preset="engstrom").shrink == "none"
+    assert SpatialGrid(shrink=True).shrink == "20x20" and SpatialGrid(shrink=False).shrink == "none"
+
+
+def test_kit_border_hand_computed_pixels() -> None:
+    """TF1 bilinear 28 -> 24 (output j reads the source at j * 7 / 6), then a 2 px border."""
+    from advdefense.attacks.spatial import legacy_resize_weights
+
+    w = legacy_resize_weights(28, 24)
+    assert torch.allclose(w.sum(1), torch.ones(24, dtype=torch.float64))
+    # output 7 reads 8 1/6: 5/6 of pixel 8 and 1/6 of pixel 9; output 23 reads 26 5/6
+    assert w[7, 8] == pytest.approx(5 / 6) and w[7, 9] == pytest.approx(1 / 6)
+    assert w[23, 26] == pytest.approx(1 / 6) and w[23, 27] == pytest.approx(5 / 6)
+    attack = SpatialGrid(preset="uae_warmup")
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 7, 9] = 1.0  # row 7 = 6 * 7/6 is read only by output row 6 (weight 1);
+    # column 9 by output 7 (at 8 1/6: 1/6) and output 8 (at 9 1/3: 2/3); +2 px border
+    out = attack.border(x)[0, 0]
+    expected = torch.zeros(28, 28)
+    expected[8, 9], expected[8, 10] = 1 / 6, 2 / 3
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    # the identity transform and a whole-pixel shift (+5 right, -5 = up) move it exactly
+    same = attack.transform(x, 0.0, 0.0, 0.0)[0, 0]
+    torch.testing.assert_close(same, expected, atol=1e-5, rtol=0)
+    moved = attack.transform(x, 0.0, 5.0, -5.0)[0, 0]
+    shifted = torch.zeros(28, 28)
+    shifted[3, 14], shifted[3, 15] = 1 / 6, 2 / 3
+    torch.testing.assert_close(moved, shifted, atol=1e-5, rtol=0)
+    # the bottom-right source pixel: output 23 (+2 = 25) with 5/6 in each direction
+    corner = torch.zeros(1, 1, 28, 28)
+    corner[0, 0, 27, 27] = 1.0
+    out = attack.border(corner)[0, 0]
+    assert out[25, 25].item() == pytest.approx(25 / 36, abs=1e-6)
+    assert out.sum().item() == pytest.approx(25 / 36, abs=1e-6)
+    # rotation about the frame's centre (13.5, 13.5): 90 degrees counterclockwise takes
+    # (row 8, col 10) to (row 17, col 8)
+    turned = attack.transform(x, 90.0, 0.0, 0.0)[0, 0]
+    assert turned[17, 8].item() == pytest.approx(2 / 3, abs=1e-5)
+    assert turned[18, 8].item() == pytest.approx(1 / 6, abs=1e-5)
+
+
+def test_kit_mass_check_is_ten_percent_of_the_bordered_image(digits) -> None:
+    attack = SpatialGrid(preset="uae_warmup")
+    x = digits[0][:16]
+    before = attack.border(x)
+    params = attack.grid()
+    for t in range(0, len(params), 17):
+        after = attack.transform(x, *params[t].tolist())
+        m0, m1 = before.abs().sum((1, 2, 3)), after.abs().sum((1, 2, 3))
+        assert torch.equal(attack.allowed(before, after), (m1 - m0).abs() < 0.1 * m0)
