@@ -154,18 +154,22 @@ def _modes(cls, kw: dict, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     conf = {k: _confidence(model, r.images) for k, r in
             (("first", first), ("loss", loss), ("best", best))}
     assert (conf["best"][fooled] >= conf["first"][fooled] - 1e-4).all()
-    assert (conf["best"][fooled] >= conf["loss"][fooled] - 1e-4).all()
     # never fooled: the highest-loss point, whatever ``select``
     torch.testing.assert_close(best.images[~fooled], loss.images[~fooled], atol=1e-6, rtol=0)
+    assert (best.queries <= loss.queries).all()  # fooled examples take no further restarts
     correct = ~fooled
     acc = {k: accuracy_at_coverage(correct, c)[0] for k, c in conf.items()}
-    assert acc["best"] <= acc["first"] and acc["best"] <= acc["loss"]
+    assert acc["best"] <= acc["first"]
+    if kw.get("restarts", 1) == 1:  # the same candidates as the highest-loss search
+        assert (conf["best"][fooled] >= conf["loss"][fooled] - 1e-4).all()
+        assert acc["best"] <= acc["loss"]
     return first, best, conf, fooled
 
 
-def test_pgd_confidence_mode_on_trained_models(model, digits) -> None:
-    (model, eps), x, y = model, digits[0][:64], digits[1][:64]
-    kw = dict(eps=eps, alpha=0.02, steps=10, restarts=2, seed=5, batch_size=32)
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_pgd_confidence_mode_on_trained_models(restarts, model, digits) -> None:
+    (model, eps), x, y = model, digits[0][:48], digits[1][:48]
+    kw = dict(eps=eps, alpha=0.02, steps=10, restarts=restarts, seed=5, batch_size=32)
     first, best, conf, fooled = _modes(PGD, kw, model, x, y)
     assert 0 < int(fooled.sum()) < len(y)
     assert (best.images - x).abs().max() <= eps + 1e-6

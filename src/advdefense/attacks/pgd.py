@@ -51,10 +51,14 @@ class PGD(Attack):
     Examples never fooled keep their highest-loss point either way. With ``early_stop=False``
     and ``select="confidence"`` (the evaluation setting) the attack keeps stepping after the
     first success, on the same trajectories, so the set of fooled examples is exactly that of
-    early stop, while each fooled example's confidence is at least that of the first fooling
-    point and of the highest-loss one: accuracy at 80% coverage can only go down, accuracy is
-    unchanged. Early stop keeps the first fooling point, which lies just over the decision
-    boundary and has a low confidence, so an abstaining metric would drop exactly those images.
+    early stop, while each fooled example's confidence is at least that of its first fooling
+    point: accuracy at 80% coverage can only go down, accuracy is unchanged. (Early stop keeps
+    the first fooling point, which lies just over the decision boundary and has a low
+    confidence, so an abstaining metric drops exactly those images.) Restarts search for a
+    success: with ``select="confidence"`` an example fooled by one restart takes no further
+    restarts (the restart that fooled it runs to its last step), as with early stop. With one
+    restart (the grid's PGD) the candidates are those of ``select="loss"``, so the confidence is
+    also at least that of the highest-loss point.
 
     Shape:
         images (N, 1, 28, 28) float in [0, 1]; labels (N,) int64; output same as images.
@@ -116,7 +120,7 @@ class PGD(Attack):
             g = torch.Generator(device=images.device)
             g.manual_seed(base_seed + restart)
             idx = torch.arange(n, device=images.device)
-            if self.early_stop:
+            if self.early_stop or (self.select == "confidence" and restart > 0):
                 idx = idx[~best_success]
                 if idx.numel() == 0:
                     break
