@@ -10,10 +10,10 @@ Every library gets the same model object (plain NCHW SmallCNN, eval mode), the s
 the whole batch in one call (ours: ``batch_size`` 256 >= n). A run is timed ``--repeats``
 times (fewer once ``--max-seconds`` is spent, at least once) after a 2-image warm-up and the
 median is reported, the same procedure for every library. Ours runs as the evaluation runs it:
-``attack(model, x, y)`` (no per-example ``success``), the spatial grid with the evaluation's
-``early_stop=True`` and ``eval_batch=1024`` (``spatial775full/ours``: the exhaustive max-loss
-search, ``early_stop=False``); foolbox's grid search stops once every image of the batch is
-fooled.
+``attack(model, x, y)`` (no per-example ``success``), the spatial grid with ``early_stop=True``
+and ``eval_batch=1024`` (comparable with foolbox's grid search, which stops once every image of
+the batch is fooled; ``spatial775full/ours``: the exhaustive search, ``early_stop=False``, which
+the evaluation grid now runs with ``select="confidence"``: ``bench_select.py``).
 
 Usage::
 
@@ -179,7 +179,7 @@ def main() -> None:
             "repeats": args.repeats, "max_seconds": args.max_seconds, "batch_size": batch,
             "command": "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset")
             + f" python benchmarks/bench_attacks.py --n {args.n}" + (" --quick" if args.quick else ""),
-            "spatial": "ours: early_stop=True, eval_batch=1024 (evaluation settings); "
+            "spatial": "ours: early_stop=True, eval_batch=1024; "
                        "spatial775full: early_stop=False; foolbox: grid_search=True"}
     tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     os.replace(tmp, out)

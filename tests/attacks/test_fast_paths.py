@@ -14,7 +14,6 @@ from advdefense.attacks import FGSM, JSMA, SpatialGrid
 from advdefense.attacks.base import channels_last, predict, standard_layout
 from advdefense.attacks.spatial import (
     sampling_grids,
-    shrink_pad,
     spatial_transform,
     warp_many,
 )
@@ -111,11 +110,11 @@ def test_attacks_leave_the_model_and_return_default_strides() -> None:
         torch.testing.assert_close(model(channels_last(x)), model(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("preset", ["engstrom", "uae_warmup"])
+@pytest.mark.parametrize("preset", ["engstrom", "uae_warmup", "uae_20x20"])
 def test_precomputed_grids_equal_per_transform_warps(preset, digits) -> None:
     attack = SpatialGrid(preset=preset)
     x = digits[0][:5]
-    base = shrink_pad(x) if attack.shrink else x
+    base = attack.border(x)
     params = attack.grid()
     many = warp_many(base, sampling_grids(params))  # (T, N, 28, 28)
     assert many.shape == (len(params), 5, 28, 28)
@@ -127,10 +126,11 @@ def test_precomputed_grids_equal_per_transform_warps(preset, digits) -> None:
     assert attack.sampling_grids(base) is g1 and g1.shape == (len(params), 28, 28, 2)
 
 
-def test_grid_scoring_equals_per_candidate_scoring(undefended_cnn, digits) -> None:
-    attack = SpatialGrid(preset="uae_warmup")  # with the mass check
+@pytest.mark.parametrize("select", ["loss", "confidence"])
+def test_grid_scoring_equals_per_candidate_scoring(select, undefended_cnn, digits) -> None:
+    attack = SpatialGrid(preset="uae_warmup", select=select)  # with the mass check
     x, y = digits[0][:4], digits[1][:4]
-    base = shrink_pad(x)
+    base = attack.border(x)
     params = attack.grid()[:60]
     succ, loss, ok = attack._score_grid(undefended_cnn, base, y, sampling_grids(params))
     ref_s, ref_l, ref_ok = attack._score(undefended_cnn, base, y,

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advdefense.attacks import SpatialGrid
-from advdefense.attacks.spatial import shrink_pad, spatial_transform
+from advdefense.attacks.spatial import spatial_transform
 
 
 class FailsOnlyAt(nn.Module):
@@ -57,9 +57,10 @@ def test_grid_finds_the_single_failing_transform(digits) -> None:
     assert (res.queries == 775).all()
 
 
-def test_uae_mass_check_rejects_lossy_transforms(digits) -> None:
-    attack = SpatialGrid(preset="uae_warmup")
-    x = shrink_pad(digits[0][:8])
+@pytest.mark.parametrize("preset", ["uae_warmup", "uae_20x20"])
+def test_uae_mass_check_rejects_lossy_transforms(preset, digits) -> None:
+    attack = SpatialGrid(preset=preset)
+    x = attack.border(digits[0][:8])
     mass = x.sum((1, 2, 3))
     gone = spatial_transform(x, 0.0, 10.0, 10.0)  # the digit leaves the frame partly
     lost = 1 - gone.sum((1, 2, 3)) / mass
@@ -73,11 +74,13 @@ def test_uae_mass_check_rejects_lossy_transforms(digits) -> None:
     assert (res.queries < 275).any() and (res.queries >= 1).all()
 
 
-def test_uae_shrink_layout(digits) -> None:
-    x = shrink_pad(digits[0][:4])
+@pytest.mark.parametrize(("preset", "lo", "hi"), [("uae_warmup", 2, 26), ("uae_20x20", 4, 24)])
+def test_uae_border_layout(preset, lo, hi, digits) -> None:
+    x = SpatialGrid(preset=preset).border(digits[0][:4])
     border = torch.ones(28, 28, dtype=torch.bool)
-    border[4:24, 4:24] = False
+    border[lo:hi, lo:hi] = False
     assert (x[:, 0][:, border] == 0).all()
+    assert (x[:, 0][:, lo:hi, lo:hi].amax((1, 2)) > 0.5).all()  # the digit is there
 
 
 def test_random_mode_is_seeded(undefended_cnn, digits) -> None:
@@ -104,3 +107,61 @@ def test_sign_convention() -> None:
     assert up[0, 0].argmax().item() == 7 * 28 + 13
     moved = spatial_transform(img, 0.0, 2.0, 3.0)  # +dx right, +dy down
     assert moved[0, 0, 16, 22] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_presets_follow_the_warmup_kit() -> None:
+    kit = SpatialGrid(preset="uae_warmup")
+    assert (kit.shrink, kit.mass_tolerance) == ("kit", 0.1)
+    assert (kit.max_angle, kit.max_shift, kit.n_angles, kit.n_shifts) == (10.0, 10.0, 11, 5)
+    old = SpatialGrid(preset="uae_20x20")
+    assert (old.shrink, old.mass_tolerance, len(old.grid())) == ("20x20", 0.1, 275)
+    assert SpatialGrid(preset="engstrom").shrink == "none"
+    assert SpatialGrid(shrink=True).shrink == "20x20" and SpatialGrid(shrink=False).shrink == "none"
+
+
+def test_kit_border_hand_computed_pixels() -> None:
+    """TF1 bilinear 28 -> 24 (output j reads the source at j * 7 / 6), then a 2 px border."""
+    from advdefense.attacks.spatial import legacy_resize_weights
+
+    w = legacy_resize_weights(28, 24)
+    assert torch.allclose(w.sum(1), torch.ones(24, dtype=torch.float64))
+    # output 7 reads 8 1/6: 5/6 of pixel 8 and 1/6 of pixel 9; output 23 reads 26 5/6
+    assert w[7, 8] == pytest.approx(5 / 6) and w[7, 9] == pytest.approx(1 / 6)
+    assert w[23, 26] == pytest.approx(1 / 6) and w[23, 27] == pytest.approx(5 / 6)
+    attack = SpatialGrid(preset="uae_warmup")
+    x = torch.zeros(1, 1, 28, 28)
+    x[0, 0, 7, 9] = 1.0  # row 7 = 6 * 7/6 is read only by output row 6 (weight 1);
+    # column 9 by output 7 (at 8 1/6: 1/6) and output 8 (at 9 1/3: 2/3); +2 px border
+    out = attack.border(x)[0, 0]
+    expected = torch.zeros(28, 28)
+    expected[8, 9], expected[8, 10] = 1 / 6, 2 / 3
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    # the identity transform and a whole-pixel shift (+5 right, -5 = up) move it exactly
+    same = attack.transform(x, 0.0, 0.0, 0.0)[0, 0]
+    torch.testing.assert_close(same, expected, atol=1e-5, rtol=0)
+    moved = attack.transform(x, 0.0, 5.0, -5.0)[0, 0]
+    shifted = torch.zeros(28, 28)
+    shifted[3, 14], shifted[3, 15] = 1 / 6, 2 / 3
+    torch.testing.assert_close(moved, shifted, atol=1e-5, rtol=0)
+    # the bottom-right source pixel: output 23 (+2 = 25) with 5/6 in each direction
+    corner = torch.zeros(1, 1, 28, 28)
+    corner[0, 0, 27, 27] = 1.0
+    out = attack.border(corner)[0, 0]
+    assert out[25, 25].item() == pytest.approx(25 / 36, abs=1e-6)
+    assert out.sum().item() == pytest.approx(25 / 36, abs=1e-6)
+    # rotation about the frame's centre (13.5, 13.5): 90 degrees counterclockwise takes
+    # (row 8, col 10) to (row 17, col 8)
+    turned = attack.transform(x, 90.0, 0.0, 0.0)[0, 0]
+    assert turned[17, 8].item() == pytest.approx(2 / 3, abs=1e-5)
+    assert turned[18, 8].item() == pytest.approx(1 / 6, abs=1e-5)
+
+
+def test_kit_mass_check_is_ten_percent_of_the_bordered_image(digits) -> None:
+    attack = SpatialGrid(preset="uae_warmup")
+    x = digits[0][:16]
+    before = attack.border(x)
+    params = attack.grid()
+    for t in range(0, len(params), 17):
+        after = attack.transform(x, *params[t].tolist())
+        m0, m1 = before.abs().sum((1, 2, 3)), after.abs().sum((1, 2, 3))
+        assert torch.equal(attack.allowed(before, after), (m1 - m0).abs() < 0.1 * m0)

@@ -211,6 +211,24 @@ def improves(success: torch.Tensor, score: torch.Tensor, best_success: torch.Ten
     return (success & ~best_success) | ((success == best_success) & (score > best_score))
 
 
+SELECT = ("loss", "confidence")
+"""Values of the attacks' ``select`` option: which fooling point (transform) is kept."""
+
+
+def selection_score(select: str, success: torch.Tensor, loss: torch.Tensor,
+                    logits: torch.Tensor) -> torch.Tensor:
+    """The score an attack maximises among candidates of equal ``success``, (N,).
+
+    ``select="loss"``: ``loss`` everywhere. ``select="confidence"``: where ``success``, the
+    largest logit (the confidence that accuracy at coverage ranks by: the most confident wrong
+    answer); elsewhere ``loss``. Compared only between candidates of the same ``success``
+    (:func:`improves`), so the two scales never meet.
+    """
+    if select == "loss":
+        return loss
+    return torch.where(success, logits.detach().amax(1).to(loss.dtype), loss)
+
+
 def counts(n: int, value: int, like: torch.Tensor) -> torch.Tensor:
     """An (n,) int64 tensor filled with ``value`` on ``like``'s device (query counts)."""
     return torch.full((n,), int(value), dtype=torch.int64, device=like.device)

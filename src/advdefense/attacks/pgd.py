@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from advdefense.attacks.base import (
+    SELECT,
     Attack,
     AttackResult,
     channels_last,
@@ -18,6 +19,7 @@ from advdefense.attacks.base import (
     improves,
     input_grad,
     other_class,
+    selection_score,
 )
 from advdefense.checks import check_choice, check_range
 
@@ -43,6 +45,21 @@ class PGD(Attack):
     costs one forward pass (no point other than the input exists). ``early_stop=False`` keeps
     the max-loss point of every example (what adversarial training wants).
 
+    Which fooling point is kept (``select``): ``"loss"`` (default) the highest-loss one;
+    ``"confidence"`` the *most confident wrong answer*, the fooling point whose largest logit
+    (the confidence of :mod:`advdefense.evaluation.metrics`, the UAE warm-up kit's) is highest.
+    Examples never fooled keep their highest-loss point either way. With ``early_stop=False``
+    and ``select="confidence"`` (the evaluation setting) the attack keeps stepping after the
+    first success, on the same trajectories, so the set of fooled examples is exactly that of
+    early stop, while each fooled example's confidence is at least that of its first fooling
+    point: accuracy at 80% coverage can only go down, accuracy is unchanged. (Early stop keeps
+    the first fooling point, which lies just over the decision boundary and has a low
+    confidence, so an abstaining metric drops exactly those images.) Restarts search for a
+    success: with ``select="confidence"`` an example fooled by one restart takes no further
+    restarts (the restart that fooled it runs to its last step), as with early stop. With one
+    restart (the grid's PGD) the candidates are those of ``select="loss"``, so the confidence is
+    also at least that of the highest-loss point.
+
     Shape:
         images (N, 1, 28, 28) float in [0, 1]; labels (N,) int64; output same as images.
 
@@ -55,6 +72,7 @@ class PGD(Attack):
         loss: ``"ce"`` cross-entropy or ``"margin"`` logit margin ``z_other - z_true``.
         targeted: attack toward the other class.
         early_stop: stop attacking an example once it is misclassified (see above).
+        select: ``"loss"`` or ``"confidence"``: which fooling point is kept (see above).
         batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
 
     ``result.queries`` = forward passes per example: restarts * (steps + 1) (steps with a
@@ -65,8 +83,8 @@ class PGD(Attack):
 
     def __init__(self, eps: float = 0.3, alpha: float = 0.01, steps: int = 40,
                  random_start: bool = True, restarts: int = 1, loss: str = "ce",
-                 targeted: bool = False, early_stop: bool = False, batch_size: int = 256,
-                 progress: bool = False, seed: int = 0) -> None:
+                 targeted: bool = False, early_stop: bool = False, select: str = "loss",
+                 batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
         check_range("attack.eps", eps, 0.0, 1.0)
         check_range("attack.alpha", alpha, 0.0, 1.0, lo_open=True)
@@ -76,6 +94,8 @@ class PGD(Attack):
         self.eps, self.alpha, self.loss = float(eps), float(alpha), loss
         self.random_start, self.targeted = bool(random_start), bool(targeted)
         self.early_stop = bool(early_stop)
+        check_choice("attack.select", select, list(SELECT))
+        self.select = select
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, need_success: bool = True) -> AttackResult:
@@ -100,7 +120,7 @@ class PGD(Attack):
             g = torch.Generator(device=images.device)
             g.manual_seed(base_seed + restart)
             idx = torch.arange(n, device=images.device)
-            if self.early_stop:
+            if self.early_stop or (self.select == "confidence" and restart > 0):
                 idx = idx[~best_success]
                 if idx.numel() == 0:
                     break
@@ -145,6 +165,7 @@ class PGD(Attack):
         success = pred == target[idx] if self.targeted else pred != labels[idx]
         score = example_loss(logits, target[idx], self.loss)
         score = -score if self.targeted else score
+        score = selection_score(self.select, success, score, logits)
         better = improves(success, score, best_success[idx], best_score[idx])
         rows = idx[better]
         best_x[rows] = x[better]

@@ -69,7 +69,8 @@ class SparsePGD(PGD):
             restart, cycled).
         steps: gradient steps per restart, >= 1.
         random_start: restarts after the first start from a random k-pixel perturbation.
-        restarts, loss, targeted, early_stop, batch_size, progress, seed: see PGD.
+        restarts, loss, targeted, early_stop, select, batch_size, progress, seed: see PGD
+            (``select="confidence"`` keeps the most confident wrong answer).
     """
 
     name = "sparse_pgd"
@@ -77,12 +78,12 @@ class SparsePGD(PGD):
     def __init__(self, k: int = 78, alpha: float | Sequence[float] = 1.0, steps: int = 40,
                  direction: str = "both",
                  random_start: bool = True, restarts: int = 1, loss: str = "ce",
-                 targeted: bool = False, early_stop: bool = False, batch_size: int = 256,
-                 progress: bool = False, seed: int = 0) -> None:
+                 targeted: bool = False, early_stop: bool = False, select: str = "loss",
+                 batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
         super().__init__(eps=1.0, alpha=1.0, steps=steps, random_start=random_start,
                          restarts=restarts, loss=loss, targeted=targeted,
-                         early_stop=early_stop, batch_size=batch_size, progress=progress,
-                         seed=seed)
+                         early_stop=early_stop, select=select, batch_size=batch_size,
+                         progress=progress, seed=seed)
         self.k = check_int("attack.k", k)
         alphas = [alpha] if isinstance(alpha, (int, float)) else list(alpha)
         if not alphas or not all(isinstance(a, (int, float)) and not isinstance(a, bool)

@@ -2,14 +2,42 @@
 
 Engstrom, Tran, Tsipras, Schmidt, Madry, "Exploring the Landscape of Spatial Robustness"
 (first titled "A Rotation and a Translation Suffice"), ICML 2019,
-https://arxiv.org/abs/1712.02779. The ``uae_warmup`` preset follows the MNIST warm-up
-evaluation of Google's Unrestricted Adversarial Examples challenge (Brown et al. 2018,
-https://arxiv.org/abs/1809.08352).
+https://arxiv.org/abs/1712.02779. The ``uae_warmup`` preset is the spatial grid attack of the
+MNIST warm-up evaluation kit of Google's Unrestricted Adversarial Examples challenge (Brown et
+al. 2018, https://arxiv.org/abs/1809.08352; ``unrestricted_advex``'s ``SpatialGridAttack``
+with ``evaluate_two_class_mnist_model``'s settings).
 
 Sign convention everywhere: ``angle`` in degrees, positive = counterclockwise as the image is
 displayed (row 0 at the top); ``dx`` in pixels, positive = to the right; ``dy`` in pixels,
 positive = down. Rotation is about the image centre ((W-1)/2, (H-1)/2), then the shift is
 applied; bilinear interpolation, zero (black) padding (kornia ``warp_affine``).
+
+The warm-up kit's transform, as facts (what :func:`kit_border` and the ``uae_warmup`` preset do):
+
+* black border (``apply_black_border``, border 4): the 28 x 28 digit is resized to 24 x 24 with
+  TensorFlow 1's ``tf.image.resize_images`` (bilinear, ``align_corners=False``, no half-pixel
+  centres: output pixel ``j`` reads the source at ``j * 28 / 24``, between ``floor`` and the
+  next pixel, clamped at the last; no antialiasing) and padded with 4 black pixels to 32 x 32;
+* rotation about the centre, then translation, on that image padded further (so nothing is cut
+  in between), bilinear, black fill; then ``resize_image_with_crop_or_pad`` centre-crops to
+  28 x 28. The crop takes 2 pixels off each side, so the 24 x 24 digit sits at offset 2 of the
+  28 x 28 result. The grid (``np.linspace(-l, l, g)``): dx and dy in {-10, -5, 0, 5, 10} pixels,
+  the angle in 11 steps of 2 degrees over [-10, 10]: 5 x 5 x 11 = 275 transforms;
+* the validity check (``mnist_valid_check``): a transform is allowed only if
+  ``|sum|after| - sum|before|| < 0.1 * sum|before|``, where ``before`` is the bordered image
+  under the identity transform and ``after`` the transformed one: a transform that pushes more
+  than 10% of the digit's ink mass out of the frame is not an attack.
+
+Here the border is 24 x 24 + 2 px on each side of the 28 x 28 frame directly (the 4 px pad and the
+2 px crop cancel), and rotation and translation are one warp: the content lies inside the frame,
+the shifts are whole pixels, so this is the kit's two-step transform. Per image the kit's
+comment asks for "the misclassified transformation of maximum xent (or just highest xent if
+everything else is correct)"; its code subtracts 1e9 from the cross-entropy of the *valid*
+transforms (a sign slip: it keeps the first valid fooling transform and may return invalid ones).
+We implement the stated rule, with disallowed transforms never queried nor returned, and with
+``select="confidence"`` the most confident wrong answer instead of the highest loss.
+The earlier preset of this project, a 20 x 20 antialiased shrink with a 4 px border, is kept as
+``uae_20x20`` (members trained with ``preset: uae_warmup`` before were trained with it).
 """
 
 from __future__ import annotations
@@ -21,17 +49,33 @@ import torch
 from kornia.geometry.transform import resize, warp_affine
 from torch import nn
 
-from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int, improves
+from advdefense.attacks.base import (
+    SELECT,
+    Attack,
+    AttackResult,
+    channels_last,
+    check_int,
+    improves,
+    selection_score,
+)
 from advdefense.checks import check_choice, check_range
+
+# The digit's border before rotating and shifting: "none"; "kit" = the UAE warm-up kit's
+# (resize to 24 x 24, TF1 bilinear, 2 px black border); "20x20" = resize to 20 x 20
+# (bilinear, antialiased) + 4 px black border (the former uae_warmup preset).
+SHRINKS = ("none", "kit", "20x20")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Engstrom et al.: +-3 px in x and y (5 values each), +-30 degrees (31 values): 775.
-    "engstrom": dict(max_angle=30.0, max_shift=3.0, n_angles=31, n_shifts=5, shrink=False,
+    "engstrom": dict(max_angle=30.0, max_shift=3.0, n_angles=31, n_shifts=5, shrink="none",
                      mass_tolerance=None),
-    # UAE warm-up: shrink to 20x20 + 4 px black border, +-10 px (5 values), +-10 degrees
+    # The UAE warm-up kit: its 24 x 24 + 2 px border, +-10 px (5 values), +-10 degrees
     # (11 values) = 275; a transform is allowed only if the pixel mass changes by < 10%.
-    "uae_warmup": dict(max_angle=10.0, max_shift=10.0, n_angles=11, n_shifts=5, shrink=True,
+    "uae_warmup": dict(max_angle=10.0, max_shift=10.0, n_angles=11, n_shifts=5, shrink="kit",
                        mass_tolerance=0.1),
+    # This project's former "uae_warmup": the same grid on a 20 x 20 digit + 4 px border.
+    "uae_20x20": dict(max_angle=10.0, max_shift=10.0, n_angles=11, n_shifts=5, shrink="20x20",
+                      mass_tolerance=0.1),
 }
 
 
@@ -42,6 +86,57 @@ def shrink_pad(images: torch.Tensor, size: int = 20) -> torch.Tensor:
     pad = (h - size) // 2
     small = resize(images, (size, size), interpolation="bilinear", antialias=True)
     return nn.functional.pad(small, (pad, h - size - pad, pad, h - size - pad)).clamp_(0.0, 1.0)
+
+
+def legacy_resize_weights(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float64 weights of TensorFlow 1's bilinear resize along one axis.
+
+    ``align_corners=False`` without half-pixel centres: output pixel ``j`` reads the source
+    at ``s = j * n_in / n_out``, weight ``1 - (s - floor(s))`` on ``floor(s)`` and
+    ``s - floor(s)`` on the next pixel (clamped to the last one). Rows sum to 1.
+    """
+    src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+    lo = src.floor()
+    frac = src - lo
+    lo = lo.long().clamp(0, n_in - 1)
+    hi = (lo + 1).clamp(max=n_in - 1)
+    w = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    w.index_put_((rows, lo), 1.0 - frac, accumulate=True)
+    w.index_put_((rows, hi), frac, accumulate=True)
+    return w
+
+
+def kit_border(images: torch.Tensor, size: int = 24) -> torch.Tensor:
+    """The UAE warm-up kit's black border: resize (N, C, H, W) digits to ``size`` x ``size``
+    with TF1's bilinear resize (:func:`legacy_resize_weights`) and place them in the centre of
+    an H x W black frame (2 px on each side for 28 -> 24: the kit's 4 px pad to 32 x 32 and
+    its centre crop back to 28 x 28). Values stay in [0, 1]."""
+    h, w = images.shape[-2:]
+    wy = legacy_resize_weights(h, size).to(images)
+    wx = legacy_resize_weights(w, size).to(images)
+    small = torch.einsum("yh,nchw,xw->ncyx", wy, images, wx)
+    top, left = (h - size) // 2, (w - size) // 2
+    out = nn.functional.pad(small, (left, w - size - left, top, h - size - top))
+    return out.clamp_(0.0, 1.0).contiguous()
+
+
+def add_border(images: torch.Tensor, shrink: str | bool = "none") -> torch.Tensor:
+    """``images`` (N, C, 28, 28) with the border ``shrink`` (one of :data:`SHRINKS`; True is
+    ``"20x20"``, False ``"none"``) applied; ``"none"`` returns ``images`` itself."""
+    kind = _shrink_kind(shrink)
+    if kind == "kit":
+        return kit_border(images)
+    if kind == "20x20":
+        return shrink_pad(images)
+    return images
+
+
+def _shrink_kind(shrink: str | bool | None) -> str:
+    if isinstance(shrink, bool):
+        return "20x20" if shrink else "none"
+    check_choice("attack.shrink", shrink, list(SHRINKS))
+    return str(shrink)
 
 
 def affine_matrices(angle: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
@@ -107,16 +202,16 @@ def warp_many(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
 
 def spatial_transform(images: torch.Tensor, angle: torch.Tensor | float,
                       dx: torch.Tensor | float, dy: torch.Tensor | float,
-                      shrink: bool = False) -> torch.Tensor:
-    """The transform the attack applies: optional shrink-and-pad, then :func:`warp`.
+                      shrink: str | bool = "none") -> torch.Tensor:
+    """The transform the attack applies: the border ``shrink`` (:func:`add_border`), then
+    :func:`warp`.
 
     Shape: images (N, 1, 28, 28) in [0, 1]; angle (degrees), dx, dy (pixels) scalars or (N,).
     """
     n = images.shape[0]
     params = [torch.as_tensor(v, dtype=images.dtype, device=images.device).expand(n)
               for v in (angle, dx, dy)]
-    base = shrink_pad(images) if shrink else images
-    return warp(base, *params)
+    return warp(add_border(images, shrink), *params)
 
 
 class SpatialGrid(Attack):
@@ -124,13 +219,16 @@ class SpatialGrid(Attack):
 
     Every candidate transform of every image is evaluated (batched over images and
     transforms, forward passes only, no gradients; with ``early_stop`` an image's remaining
-    candidates are skipped once one fooled it). Per example the attack returns the
-    misclassified transform with the highest cross-entropy; if no candidate misclassifies, the
-    highest-cross-entropy candidate (closest to flipping; ``success`` is then False). The
-    identity (0 deg, 0 px, 0 px) is part of every grid with odd value counts, so on the
-    ``uae_warmup`` preset the unmoved shrunk image is always a candidate. With a mass check,
-    disallowed candidates are skipped (never queried, never returned); if none is allowed the
-    identity of the (shrunk) image is returned.
+    candidates are skipped once one fooled it). Per example the attack returns, among the
+    misclassified transforms, the one with the highest cross-entropy (``select="loss"``) or
+    the most confident wrong answer, the one whose largest logit is highest
+    (``select="confidence"``: what accuracy at 80% coverage ranks by); if no candidate
+    misclassifies, the highest-cross-entropy candidate (closest to flipping; ``success`` is
+    then False). Whether an image is fooled never depends on ``select``. The identity
+    (0 deg, 0 px, 0 px) is part of every grid with odd value counts, so on the UAE presets the
+    unmoved bordered image is always a candidate. With a mass check, disallowed candidates are
+    skipped (never queried, never returned); if none is allowed the identity of the bordered
+    image is returned.
 
     Shape:
         images (N, 1, 28, 28) float in [0, 1]; labels (N,) int64; output same as images.
@@ -138,8 +236,9 @@ class SpatialGrid(Attack):
         transform; ``spatial_transform(images, angle, dx, dy, shrink)`` reproduces the output.
 
     Args:
-        preset: ``"engstrom"``, ``"uae_warmup"`` or None (= engstrom values as defaults);
-            explicitly given arguments override the preset's.
+        preset: ``"engstrom"``, ``"uae_warmup"`` (the warm-up kit's transform, see the
+            module docstring), ``"uae_20x20"`` (the same grid on a 20 x 20 digit) or None
+            (= engstrom values as defaults); explicitly given arguments override the preset's.
         max_angle: largest rotation in degrees, in [0, 180]; angles span [-max, max].
         max_shift: largest shift in pixels, in [0, 28]; dx and dy span [-max, max].
         n_angles: grid values of the angle, >= 1 (1 = only 0 degrees).
@@ -147,9 +246,14 @@ class SpatialGrid(Attack):
         mode: ``"grid"`` (exhaustive, n_shifts^2 * n_angles transforms) or ``"random"``
             (worst of ``k`` transforms drawn uniformly from the ranges per example).
         k: random draws per example in random mode, >= 1.
-        shrink: resize to 20x20 and pad a 4 px black border before transforming.
+        shrink: the border before transforming: ``"none"``, ``"kit"`` (the warm-up kit's:
+            TF1 bilinear resize to 24 x 24, 2 px black border, :func:`kit_border`) or
+            ``"20x20"`` (antialiased resize to 20 x 20, 4 px border); True = ``"20x20"``,
+            False = ``"none"``.
         mass_tolerance: allow a transform only if |mass after - mass before| < tol * mass
-            before (mass = sum of intensities of the possibly shrunk image); None = no check.
+            before (mass = sum of intensities of the bordered image before and after the
+            warp; an image whose mass does not change at all is always allowed); None = no
+            check.
         eval_batch: warped images per forward pass (memory bound), >= 1.
         early_stop: evaluate the candidates in blocks (about ``eval_batch`` warped images per
             block, in grid order) and stop evaluating an image once a block has fooled it.
@@ -157,7 +261,9 @@ class SpatialGrid(Attack):
             fooled iff some candidate misclassifies it); the returned transform is then the
             highest-loss fooling transform *within the blocks evaluated* rather than over the
             whole grid, and ``queries`` counts only the candidates evaluated. Default False
-            (the exhaustive max-loss search); the evaluation configs set it True.
+            (the exhaustive search); the evaluation configs keep it False with
+            ``select="confidence"``.
+        select: ``"loss"`` or ``"confidence"``: which fooling transform is returned (above).
         batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
     """
 
@@ -166,11 +272,13 @@ class SpatialGrid(Attack):
     def __init__(self, preset: str | None = "engstrom", max_angle: float | None = None,
                  max_shift: float | None = None, n_angles: int | None = None,
                  n_shifts: int | None = None, mode: str = "grid", k: int = 10,
-                 shrink: bool | None = None, mass_tolerance: float | None = None,
-                 eval_batch: int = 4096, early_stop: bool = False, batch_size: int = 256,
-                 progress: bool = False, seed: int = 0) -> None:
+                 shrink: str | bool | None = None, mass_tolerance: float | None = None,
+                 eval_batch: int = 4096, early_stop: bool = False, select: str = "loss",
+                 batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
         self.early_stop = bool(early_stop)
+        check_choice("attack.select", select, list(SELECT))
+        self.select = select
         check_choice("attack.preset", preset, [None, *PRESETS])
         given = dict(max_angle=max_angle, max_shift=max_shift, n_angles=n_angles,
                      n_shifts=n_shifts, shrink=shrink, mass_tolerance=mass_tolerance)
@@ -183,7 +291,7 @@ class SpatialGrid(Attack):
         self.n_shifts = check_int("attack.n_shifts", cfg["n_shifts"])
         check_choice("attack.mode", mode, ["grid", "random"])
         self.mode, self.k = mode, check_int("attack.k", k)
-        self.shrink = bool(cfg["shrink"])
+        self.shrink = _shrink_kind(cfg["shrink"])
         tol = cfg["mass_tolerance"]
         if tol is not None:
             check_range("attack.mass_tolerance", tol, 0.0, None, lo_open=True)
@@ -204,8 +312,13 @@ class SpatialGrid(Attack):
 
     def transform(self, images: torch.Tensor, angle: torch.Tensor | float,
                   dx: torch.Tensor | float, dy: torch.Tensor | float) -> torch.Tensor:
-        """Apply this attack's transform (with its shrink setting) to ``images``."""
+        """Apply this attack's transform (with its border) to ``images``."""
         return spatial_transform(images, angle, dx, dy, shrink=self.shrink)
+
+    def border(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` with this attack's border (:func:`add_border`): the identity candidate
+        and the ``before`` of the mass check."""
+        return add_border(images, self.shrink)
 
     def allowed(self, before: torch.Tensor, after: torch.Tensor, repeat: int = 1) -> torch.Tensor:
         """(N,) bool: the mass check between (N, 1, H, W) images before and after warping.
@@ -231,10 +344,10 @@ class SpatialGrid(Attack):
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, need_success: bool = True) -> AttackResult:
         n, dev = images.shape[0], images.device
-        base = shrink_pad(images) if self.shrink else images
+        base = self.border(images)
         cand = self._candidates(n, dev, generator)
         best_s = torch.zeros(n, dtype=torch.bool, device=dev)
-        best_loss = torch.full((n,), float("-inf"), device=dev)
+        best_score = torch.full((n,), float("-inf"), device=dev)
         best_idx = torch.full((n,), -1, dtype=torch.int64, device=dev)
         queries = torch.zeros(n, dtype=torch.int64, device=dev)
         rows = torch.arange(n, device=dev)
@@ -249,20 +362,21 @@ class SpatialGrid(Attack):
             # blocks grow as fooled images leave (early stop)
             per = max(1, self.eval_batch // max(rows.numel(), 1))
             if self.mode == "grid":  # the same transforms for every row: precomputed grids
-                succ, loss, ok = self._score_grid(model, base[rows], labels[rows],
-                                                  grids[t0:t0 + per])
+                succ, score, ok = self._score_grid(model, base[rows], labels[rows],
+                                                   grids[t0:t0 + per])
             else:
-                succ, loss, ok = self._score(model, base[rows], labels[rows],
-                                             cand[rows, t0:t0 + per])
+                succ, score, ok = self._score(model, base[rows], labels[rows],
+                                              cand[rows, t0:t0 + per])
             queries[rows] += ok.sum(1)
             has = succ.any(1)
-            j = torch.where(has, loss.masked_fill(~succ, float("-inf")).argmax(1), loss.argmax(1))
-            block_loss = loss.gather(1, j[:, None]).squeeze(1)
-            better = improves(has, block_loss, best_s[rows], best_loss[rows]) & \
-                block_loss.isfinite()
+            j = torch.where(has, score.masked_fill(~succ, float("-inf")).argmax(1),
+                            score.argmax(1))
+            block_score = score.gather(1, j[:, None]).squeeze(1)
+            better = improves(has, block_score, best_s[rows], best_score[rows]) & \
+                block_score.isfinite()
             best_idx[rows] = torch.where(better, t0 + j, best_idx[rows])
             best_s[rows] = best_s[rows] | (better & has)
-            best_loss[rows] = torch.where(better, block_loss, best_loss[rows])
+            best_score[rows] = torch.where(better, block_score, best_score[rows])
             t0 += per
         chosen = cand[torch.arange(n, device=dev), best_idx.clamp(min=0)]
         chosen = chosen.masked_fill((best_idx < 0)[:, None], 0.0)
@@ -291,35 +405,42 @@ class SpatialGrid(Attack):
         # (b, n, H, W) transform-major -> (b n, 1, H, W), no copy
         flat = warp_many(base, grids).view(b * n, 1, *base.shape[-2:])
         ok = self.allowed(base, flat, b)
-        succ, loss = _loss_where_allowed(model, flat, labels.repeat(b), ok)
-        return succ.view(b, n).T, loss.view(b, n).T, ok.view(b, n).T
+        succ, score = _score_where_allowed(model, flat, labels.repeat(b), ok, self.select)
+        return succ.view(b, n).T, score.view(b, n).T, ok.view(b, n).T
 
     def _score(self, model: nn.Module, base: torch.Tensor, labels: torch.Tensor,
                cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Misclassified, cross-entropy (-inf where disallowed) and allowed, each (n, b)."""
+        """Misclassified, score (:func:`~advdefense.attacks.base.selection_score` of the
+        cross-entropy; -inf where disallowed) and allowed, each (n, b)."""
         n, b = cand.shape[:2]
         flat = cand.reshape(-1, 3)
         src = base.repeat_interleave(b, 0)
         warped = warp(src, flat[:, 0], flat[:, 1], flat[:, 2])
         ok = self.allowed(src, warped)
-        succ, loss = _loss_where_allowed(model, warped, labels.repeat_interleave(b), ok)
-        return succ.view(n, b), loss.view(n, b), ok.view(n, b)
+        succ, score = _score_where_allowed(model, warped, labels.repeat_interleave(b), ok,
+                                           self.select)
+        return succ.view(n, b), score.view(n, b), ok.view(n, b)
 
 
-def _loss_where_allowed(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                        ok: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Misclassified and cross-entropy per image of x (M, 1, H, W); only allowed images
+def _score_where_allowed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ok: torch.Tensor,
+                         select: str = "loss") -> tuple[torch.Tensor, torch.Tensor]:
+    """Misclassified and score per image of x (M, 1, H, W): the cross-entropy, or with
+    ``select="confidence"`` the largest logit where misclassified. Only allowed images
     (``ok``, (M,) bool) are forwarded, the others get False and -inf."""
-    loss = torch.full((x.shape[0],), float("-inf"), device=x.device)
+    score = torch.full((x.shape[0],), float("-inf"), device=x.device)
     succ = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     if bool(ok.all()):
         logits = _forward(model, x)
-        return logits.argmax(1) != y, nn.functional.cross_entropy(logits, y, reduction="none")
+        fooled = logits.argmax(1) != y
+        loss = nn.functional.cross_entropy(logits, y, reduction="none")
+        return fooled, selection_score(select, fooled, loss, logits)
     if bool(ok.any()):
         logits = _forward(model, x[ok])
-        loss[ok] = nn.functional.cross_entropy(logits, y[ok], reduction="none")
-        succ[ok] = logits.argmax(1) != y[ok]
-    return succ, loss
+        fooled = logits.argmax(1) != y[ok]
+        loss = nn.functional.cross_entropy(logits, y[ok], reduction="none")
+        score[ok] = selection_score(select, fooled, loss, logits)
+        succ[ok] = fooled
+    return succ, score
 
 
 @torch.no_grad()
