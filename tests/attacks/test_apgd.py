@@ -156,10 +156,10 @@ def test_at_least_as_strong_as_pgd_at_the_same_budget(undefended_cnn, mnist67_te
                     "pip install --no-deps torchattacks==3.5.1)")
 def test_no_weaker_than_torchattacks_apgd(undefended_cnn, mnist67_test) -> None:
     """Same model, images, eps, 100 steps, one restart; 0.15 leaves accuracy mid-range (about
-    0.8 on this CNN, 200 images), 0.3 near zero (64 images: torchattacks has no early stop)."""
+    0.8 on this CNN, 128 images), 0.3 near zero (32 images: torchattacks has no early stop)."""
     import torchattacks as ta
 
-    for eps, n in ((0.15, 200), (0.3, 64)):
+    for eps, n in ((0.15, 128), (0.3, 32)):
         x, y = mnist67_test[0][:n], mnist67_test[1][:n]
         ours = _acc(undefended_cnn, APGD(eps=eps, steps=100)(undefended_cnn, x, y), y)
         ref = _acc(undefended_cnn, ta.APGD(undefended_cnn, eps=eps, steps=100)(x, y), y)
