@@ -8,6 +8,7 @@ from attack_models import tiny_cnn
 from torch import nn
 
 from advdefense.attacks import (
+    APGD,
     ATTACKS,
     FGSM,
     JSMA,
@@ -17,11 +18,13 @@ from advdefense.attacks import (
     SpatialGrid,
     build_attack,
 )
+from advdefense.attacks.cascade import Cascade
 from advdefense.checks import ConfigError, ImageError
 
 FAST = [FGSM(eps=0.1), PGD(eps=0.1, steps=2), JSMA(gamma=0.02),
         SpatialGrid(n_angles=3, n_shifts=3), LocalSearch(rounds=2, max_queries=200),
-        SparsePGD(k=10, steps=2, restarts=2)]
+        SparsePGD(k=10, steps=2, restarts=2), APGD(eps=0.1, steps=3, restarts=2),
+        Cascade([APGD(eps=0.1, steps=2), APGD(eps=0.1, steps=2, loss="margin")])]
 
 
 def _model() -> nn.Module:
@@ -82,7 +85,8 @@ def test_bad_parameters_name_the_key(cls, kwargs) -> None:
 
 
 def test_registry() -> None:
-    assert set(ATTACKS) == {"fgsm", "pgd", "jsma", "spatial", "local_search", "sparse_pgd"}
+    assert set(ATTACKS) == {"fgsm", "pgd", "jsma", "spatial", "local_search", "sparse_pgd",
+                            "apgd", "cascade"}
     assert isinstance(build_attack("pgd", eps=0.2), PGD)
     with pytest.raises(ConfigError):
         build_attack("cw")

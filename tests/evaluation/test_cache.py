@@ -5,7 +5,7 @@ import os
 import pytest
 from eval_helpers import CountingAttack, data, linear_model
 
-from advdefense.evaluation.cache import CellCache
+from advdefense.evaluation.cache import CODE_SOURCES, CellCache, code_version, source_digest
 from advdefense.evaluation.grid import Grid, run_grid
 from advdefense.evaluation.threats import AttackSpec, EvalModel
 
@@ -72,3 +72,53 @@ def test_attack_records_count_the_pixels_each_example_changed(tmp_path):
     assert len(rec["l0"]) == len(y) and max(rec["l0"]) <= 3 and max(rec["l0"]) > 0
     clean = grid.cell(model, AttackSpec("none", None), "whitebox")
     assert "l0" not in clean
+
+
+def _source_copy(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import advdefense
+
+    src, dst = Path(advdefense.__file__).parent, tmp_path / "pkg"
+    for name in CODE_SOURCES:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src / name, dst / name)
+    return dst
+
+
+def test_changing_an_attack_source_changes_the_key(tmp_path, monkeypatch):
+    """The cell key holds the code version: edit an attack's source and every cell is new."""
+    import advdefense.evaluation.grid as grid_module
+
+    pkg = _source_copy(tmp_path)
+    monkeypatch.setattr(grid_module, "code_version", lambda: source_digest(pkg))
+    before = source_digest(pkg)
+    _run(tmp_path, CountingAttack())
+    pgd = pkg / "attacks" / "pgd.py"
+    pgd.write_text(pgd.read_text() + "\n# an edit\n")
+    assert source_digest(pkg) != before
+    again = CountingAttack()
+    _run(tmp_path, again)
+    assert again.calls == 3  # nothing reused: the transfer images and both white-box cells
+    unchanged = CountingAttack()
+    _run(tmp_path, unchanged)
+    assert unchanged.calls == 0
+
+
+def test_code_version_covers_sources_and_libraries(tmp_path):
+    import kornia
+    import torch
+
+    pkg = _source_copy(tmp_path)
+    digest = source_digest(pkg)
+    (pkg / "attacks" / "new_attack.py").write_text("X = 1\n")
+    assert source_digest(pkg) != digest  # a new attack file counts too
+    version = code_version()
+    assert torch.__version__ in version and kornia.__version__ in version
+    with pytest.raises(FileNotFoundError, match="nets.py"):
+        (pkg / "nets.py").unlink()
+        source_digest(pkg)

@@ -85,3 +85,22 @@ def test_missing_surrogate_names_the_command(tmp_path):
     save_model(tmp_path / "models" / "x.ckpt", member_pipeline(Identity(), net), "member", "x", SPEC)
     with pytest.raises(MissingSurrogateError, match="python train.py preprocess=none defense=none"):
         evaluate(_cfg(tmp_path))
+
+
+@pytest.mark.slow
+def test_autoattack_row_with_convergence_check(registry, tmp_path):
+    """conf/attack/autoattack.yaml through evaluate.py: the row, its budget, the check."""
+    from advdefense.cli.evaluate import evaluate
+
+    cfg = _cfg(tmp_path, f"paths.models_dir={registry}/models", "eval.only_attacks=[autoattack]",
+               "eval.threats=[whitebox]", "eval.sweep.enabled=false",
+               "eval.attacks.autoattack.attacks.apgd_ce.steps=4",
+               "eval.attacks.autoattack.attacks.apgd_margin.steps=4",
+               "eval.attack_n.autoattack=6", "eval.sanity.convergence_n=4")
+    result = evaluate(cfg)
+    rows = [r for r in result["rows"] if r["attack"] == "autoattack"]
+    assert {r["model"] for r in rows} == {"none-none", "none-fgsm"}
+    assert all(r["n"] == 6 and r["threat"] == "whitebox" for r in rows)
+    checks = [c for c in result["checks"] if c["check"] == "attack_not_converged"]
+    assert {c["model"] for c in checks} == {"none-none", "none-fgsm"}
+    assert all("on 4 images" in c["detail"] for c in checks)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from advdefense.attacks.apgd import APGD
 from advdefense.attacks.base import Attack, AttackResult, eval_mode, input_grad, predict
+from advdefense.attacks.cascade import Cascade
 from advdefense.attacks.fgsm import FGSM
 from advdefense.attacks.jsma import JSMA
 from advdefense.attacks.local_search import LocalSearch
@@ -18,7 +20,7 @@ from advdefense.checks import check_choice
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "spatial": SpatialGrid,
                                    "local_search": LocalSearch, "jsma": JSMA,
-                                   "sparse_pgd": SparsePGD}
+                                   "sparse_pgd": SparsePGD, "apgd": APGD, "cascade": Cascade}
 
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
@@ -27,5 +29,5 @@ def build_attack(name: str, **kwargs: Any) -> Attack:
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "JSMA", "LocalSearch", "PGD", "SparsePGD",
+__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "Cascade", "FGSM", "JSMA", "LocalSearch", "PGD", "SparsePGD",
            "SpatialGrid", "build_attack", "eval_mode", "input_grad", "predict"]

@@ -125,6 +125,15 @@ def attack_budget(cfg: DictConfig, n: int) -> dict[str, int]:
     return out
 
 
+def convergence_n(value: Any) -> int:
+    """``eval.sanity.convergence_n``: images per convergence run, an integer >= 0 (0 = off)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError("eval.sanity.convergence_n", value, "an integer >= 0 (0 = no check)")
+    return int(value)
+
+
 def sweep_n(value: Any, min_n: Any = 0) -> tuple[int | float, int]:
     """``eval.sweep.n``: an image count (int >= 1) or a fraction in (0, 1) of the evaluated n."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (
@@ -190,7 +199,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     s = cfg.eval.sanity
     result = evaluate_models(
         models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
-        sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad)),
+        sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad),
+                                        convergence_n(s.get("convergence_n", 0))),
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
         meta={"name": cfg.name, "experiment": cfg.eval.get("experiment"),
               "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),

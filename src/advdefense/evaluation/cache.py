@@ -2,7 +2,9 @@
 
 One cell = one (model, attack, threat) evaluation. Its key hashes everything that determines
 the result: the model file's SHA-256, the attack's name and full config, the threat model,
-the surrogate file's hash (transfer), and the evaluated subset (n, seed, index digest). Each
+the surrogate file's hash (transfer), the evaluated subset (n, seed, index digest), and the
+code version (:func:`code_version`: the source of the modules that compute a cell, and the
+torch and Kornia versions), so a changed attack never reuses a stale cell. Each
 cell is one JSON file ``<dir>/<key>.json`` written atomically (temporary file + os.replace),
 so a kill leaves either the finished file or nothing, never half a file. Tensors (transfer
 images crafted on the surrogate) are stored the same way as ``<key>.pt``.
@@ -10,6 +12,7 @@ images crafted on the surrogate) are stored the same way as ``<key>.pt``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -37,6 +40,44 @@ def file_hash(path: str | Path) -> str:
                 h.update(chunk)
         _HASHES[memo] = h.hexdigest()
     return _HASHES[memo]
+
+
+# What computes a cell's numbers, relative to the package folder: every attack, the
+# preprocessing, the ensembles, the nets and what white-box attacks see (``attackable``:
+# straight-through rounding); a folder stands for its *.py files.
+CODE_SOURCES = ("attacks", "preprocess.py", "ensembles.py", "nets.py", "evaluation/threats.py")
+
+
+def source_digest(root: str | Path, sources: tuple[str, ...] = CODE_SOURCES) -> str:
+    """SHA-256 (16 hex) of the named source files under ``root``, in sorted path order.
+
+    Each file contributes its path relative to ``root`` and its bytes, so an edit, a new file
+    or a renamed one changes the digest. A missing source raises FileNotFoundError.
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    for name in sources:
+        path = root / name
+        if not path.exists():
+            raise FileNotFoundError(f"code version source {path} does not exist")
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for file in files:
+            h.update(file.relative_to(root).as_posix().encode() + b"\0")
+            h.update(file.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+@functools.cache
+def code_version() -> str:
+    """This installation's code version, part of every cell key (computed once per process):
+    the digest of :data:`CODE_SOURCES` plus the torch and Kornia versions, e.g.
+    ``"src=3f1c...;torch=2.13.0+cpu;kornia=0.8.1"``."""
+    import kornia
+
+    import advdefense
+
+    digest = source_digest(Path(advdefense.__file__).parent)
+    return f"src={digest};torch={torch.__version__};kornia={kornia.__version__}"
 
 
 def cell_key(parts: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advdefense.evaluation.cache import CellCache, cell_key
+from advdefense.evaluation.cache import CellCache, cell_key, code_version
 from advdefense.evaluation.threats import (
     CLEAN,
     AttackSpec,
@@ -67,7 +67,7 @@ def _key(model: EvalModel, spec: AttackSpec, threat: str, surrogate: EvalModel |
          subset_id: str, k: int | None = None) -> str:
     threat_part = "any" if spec.attack is None else threat
     parts = {"model": model.digest, "attack": spec.name, "config": spec.config,
-             "threat": threat_part, "subset": subset_id, "v": 1}
+             "threat": threat_part, "subset": subset_id, "v": code_version()}
     if k is not None:
         parts["k"] = int(k)
     if threat == "transfer" and spec.attack is not None and surrogate is not None:
@@ -121,7 +121,7 @@ class Grid:
         if spec.name in self._transfer:
             return self._transfer[spec.name]
         key = cell_key({"transfer": spec.name, "config": spec.config, "subset": self.subset_id,
-                        "surrogate": self.surrogate.digest, "v": 1})
+                        "surrogate": self.surrogate.digest, "v": code_version()})
         adv = self.cache.get_tensor(key)
         if adv is not None:
             adv = adv.to(self.images.device)

@@ -19,10 +19,17 @@ import numpy as np
 import torch
 
 from advdefense.evaluation.cache import CellCache, cell_key
+from advdefense.evaluation.convergence import convergence_runs
 from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
 from advdefense.evaluation.l0_curves import l0_curves
 from advdefense.evaluation.results import to_row, write_csv, write_json
-from advdefense.evaluation.sanity import apply_flags, gradient_checks, grid_checks, sweep_checks
+from advdefense.evaluation.sanity import (
+    apply_flags,
+    convergence_checks,
+    gradient_checks,
+    grid_checks,
+    sweep_checks,
+)
 from advdefense.evaluation.sweeps import eps_sweep, spatial_sweep
 from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable
 from advdefense.evaluation.worst_case import add_worst_cases
@@ -51,6 +58,7 @@ class SanityConfig:
     tol: float = 0.01
     eps1_max_acc: float = 0.05
     max_zero_grad: float = 0.05
+    convergence_n: int = 0    # images per convergence run (0 = off); see evaluation.convergence
 
 
 def l0_budgets(attacks: Sequence[AttackSpec]) -> dict[str, int]:
@@ -134,6 +142,12 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
     checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol,
                          records, labels, l0_budgets(attacks))
+    if sanity.convergence_n > 0:
+        t0 = time.perf_counter()
+        checks += convergence_checks(convergence_runs(
+            models, attacks, records, images, labels, cache, sanity.convergence_n, seed),
+            sanity.tol)
+        timings["convergence"] = round(time.perf_counter() - t0, 2)
     if sweep is not None:
         t0 = time.perf_counter()
         sweeps, more = _run_sweeps(models, images, labels, surrogate, cache, sweep, sanity,

@@ -25,6 +25,10 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
   white-box iterative eps-sweep attacks (PGD; any image is then reachable, so nothing can be
   robust). One FGSM step is exempt: at eps = 1 it maps every pixel to 0 or 1 along the
   gradient sign, which need not cross the boundary.
+* ``attack_not_converged``: doubling a rescalable attack's iterations, or its restarts (APGD,
+  the ``autoattack`` cascade; :mod:`advdefense.evaluation.convergence`), must lower its
+  white-box accuracy by less than ``tol``; where it does not, the attack had not converged and
+  its row (an upper bound) is flagged.
 * ``zero_gradient``: the input gradient of the attacked model is nonzero on (almost) every
   example, through every preprocessing (checked on exactly what the white-box attacks see).
 """
@@ -205,6 +209,20 @@ def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
             out.append(_check("blackbox_beats_whitebox", model, "whitebox", WORST,
                               acc >= other - tol,
                               f"black-box worst case {acc:.4f} vs white-box {other:.4f}{where}"))
+    return out
+
+
+def convergence_checks(runs: Sequence[dict[str, Any]], tol: float = 0.01) -> list[Check]:
+    """``attack_not_converged`` per convergence run (``model``, ``attack``, ``n``,
+    ``accuracy``, ``accuracy_steps``, ``accuracy_restarts``; see ``evaluation.convergence``):
+    passes when both doublings move the accuracy by less than ``tol``."""
+    out = []
+    for r in runs:
+        move = max(r["accuracy"] - r["accuracy_steps"], r["accuracy"] - r["accuracy_restarts"])
+        out.append(_check(
+            "attack_not_converged", r["model"], "whitebox", r["attack"], move < tol,
+            f"accuracy {r['accuracy']:.4f}, doubled iterations {r['accuracy_steps']:.4f}, "
+            f"doubled restarts {r['accuracy_restarts']:.4f} on {r['n']} images (tol {tol})"))
     return out
 
 

@@ -1,0 +1,87 @@
+"""Convergence runs: would a larger budget have found more adversarial examples?
+
+For every white-box grid cell whose attack can be rescaled (``attack.scaled(steps, restarts,
+seed)``: APGD and the ``autoattack`` cascade), on up to ``n`` of the cell's images (a
+stratified subset, seeded) this reruns the attack with doubled iterations, and with as many
+extra restarts again from fresh random starts, on the images the cell left robust. An image
+counts as broken by the larger budget if either the cell's attack or the rerun fooled it (the
+per-example worst case, as restarts are taken), so the accuracy can only drop. The sanity check
+:func:`advdefense.evaluation.sanity.convergence_checks` flags the row when it drops by ``tol``
+or more.
+
+Runs are cached like cells (keyed by the cell's own key, which holds the code version).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from advdefense.evaluation.cache import CellCache, cell_key
+from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable, predict_logits
+
+# the doubled-restarts rerun draws its starts from seed + RESEED (never one of the cell's own)
+RESEED = 10_007
+
+
+def _positions(record: dict[str, Any], labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """Positions in the cell's ``pred`` list of a stratified subset of at most ``n`` images."""
+    from advdefense.evaluation.pipeline import subsample
+
+    index = torch.tensor(record.get("index", range(len(record["pred"]))), dtype=torch.long)
+    return subsample(labels.cpu()[index], n, seed)
+
+
+def convergence_runs(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
+                     records: Sequence[dict[str, Any]], images: torch.Tensor,
+                     labels: torch.Tensor, cache: CellCache, n: int = 200,
+                     seed: int = 0) -> list[dict[str, Any]]:
+    """One result per white-box cell of a rescalable attack (see the module docstring).
+
+    Args:
+        models, attacks: the grid's models and attack specs.
+        records: the grid's cell records (``pred``, optional ``index``, ``key``).
+        images: (N, 1, 28, 28) in [0, 1], the evaluated images; labels: (N,) in {0, 1}.
+        cache: where runs are stored; n: most images per run; seed: subset seed.
+
+    Returns:
+        ``{"model", "attack", "n", "accuracy", "accuracy_steps", "accuracy_restarts"}`` per
+        cell: the cell's accuracy on the subset, then with doubled iterations, then with doubled
+        restarts (each the per-example worst with the cell's own result).
+    """
+    by_model = {m.name: m for m in models}
+    rescalable = {s.name: s for s in attacks if hasattr(s.attack, "scaled")}
+    out = []
+    for record in records:
+        spec, model = rescalable.get(record["attack"]), by_model.get(record["model"])
+        if record.get("threat") != "whitebox" or spec is None or model is None:
+            continue
+        key = cell_key({"convergence": record["key"], "n": int(n), "seed": int(seed)})
+        result = cache.get(key)
+        if result is None:
+            result = _run(model, spec, record, images, labels, n, seed)
+            cache.put(key, result)
+        out.append(result)
+    return out
+
+
+def _run(model: EvalModel, spec: AttackSpec, record: dict[str, Any], images: torch.Tensor,
+         labels: torch.Tensor, n: int, seed: int) -> dict[str, Any]:
+    pos = _positions(record, labels, n, seed)
+    index = torch.tensor(record.get("index", range(len(record["pred"]))), dtype=torch.long)[pos]
+    x, y = images[index.to(images.device)], labels[index.to(labels.device)]
+    robust = torch.tensor(record["pred"], dtype=torch.long)[pos].to(y.device) == y
+    accuracy = {"accuracy": robust}
+    target = attackable(model.module)
+    for name, bigger in (("accuracy_steps", spec.attack.scaled(steps=2)),
+                         ("accuracy_restarts", spec.attack.scaled(seed=RESEED))):
+        still = robust.clone()
+        idx = robust.nonzero().squeeze(1)
+        if idx.numel():
+            adv = bigger(target, x[idx], y[idx])
+            still[idx] = predict_logits(model.module, adv).argmax(1) == y[idx]
+        accuracy[name] = still
+    return {"model": model.name, "attack": spec.name, "n": len(y)} | {
+        k: float(v.double().mean()) if len(y) else 1.0 for k, v in accuracy.items()}
