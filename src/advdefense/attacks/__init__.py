@@ -13,12 +13,13 @@ from advdefense.attacks.jsma import JSMA
 from advdefense.attacks.local_search import LocalSearch
 from advdefense.attacks.pgd import PGD
 from advdefense.attacks.sparse_pgd import SparsePGD
+from advdefense.attacks.sparse_rs import SparseRS
 from advdefense.attacks.spatial import SpatialGrid
 from advdefense.checks import check_choice
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "spatial": SpatialGrid,
                                    "local_search": LocalSearch, "jsma": JSMA,
-                                   "sparse_pgd": SparsePGD}
+                                   "sparse_pgd": SparsePGD, "sparse_rs": SparseRS}
 
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
@@ -28,4 +29,4 @@ def build_attack(name: str, **kwargs: Any) -> Attack:
 
 
 __all__ = ["ATTACKS", "Attack", "AttackResult", "FGSM", "JSMA", "LocalSearch", "PGD", "SparsePGD",
-           "SpatialGrid", "build_attack", "eval_mode", "input_grad", "predict"]
+           "SparseRS", "SpatialGrid", "build_attack", "eval_mode", "input_grad", "predict"]

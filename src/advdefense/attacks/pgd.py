@@ -19,6 +19,7 @@ from advdefense.attacks.base import (
     input_grad,
     other_class,
 )
+from advdefense.attacks.threat import Gradient, Linf, ThreatModel
 from advdefense.checks import check_choice, check_range
 
 
@@ -76,6 +77,11 @@ class PGD(Attack):
         self.eps, self.alpha, self.loss = float(eps), float(alpha), loss
         self.random_start, self.targeted = bool(random_start), bool(targeted)
         self.early_stop = bool(early_stop)
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """L-infinity ball of radius ``eps``, gradient access."""
+        return ThreatModel(Linf(self.eps), Gradient())
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, need_success: bool = True) -> AttackResult:

@@ -22,6 +22,7 @@ from kornia.geometry.transform import resize, warp_affine
 from torch import nn
 
 from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int, improves
+from advdefense.attacks.threat import Queries, Spatial, ThreatModel
 from advdefense.checks import check_choice, check_range
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -190,6 +191,16 @@ class SpatialGrid(Attack):
         self.mass_tolerance = None if tol is None else float(tol)
         self.eval_batch = check_int("attack.eval_batch", eval_batch)
         self._grids: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """The rotation/shift set, query access (grid search: forward passes only; the budget
+        is an upper bound: every transform plus one)."""
+        preset = next((name for name, p in PRESETS.items() if p["max_angle"] == self.max_angle
+                       and p["max_shift"] == self.max_shift and p["shrink"] == self.shrink), None)
+        tries = self.n_angles * self.n_shifts ** 2 if self.mode == "grid" else self.k
+        return ThreatModel(Spatial(self.max_angle, self.max_shift, self.shrink, preset),
+                           Queries(tries + 1))
 
     def grid(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """(T, 3) grid of (angle deg, dx px, dy px); angle outermost, then dx, then dy."""
