@@ -120,3 +120,41 @@ def test_renaming_rows_changes_no_worst_case():
     # dispatching on names would have changed it: the same rows, threat models swapped
     swapped = dict(tms) | {rename["jsma"]: TMS["jsma78"], rename["jsma78"]: TMS["jsma"]}
     assert summary(add_worst_cases(renamed, labels, threat_models=swapped)) != a
+
+
+def test_renaming_every_row_changes_no_worst_case_and_no_check(tmp_path):
+    """End to end: the same attacks under other row names give the same worst-case figures
+    and the same sanity-check verdicts (the checks name the renamed rows)."""
+    from eval_helpers import data, linear_model
+
+    from advdefense.attacks import PGD, SparsePGD, SparseRS
+    from advdefense.evaluation.cache import CellCache
+    from advdefense.evaluation.pipeline import evaluate_models
+    from advdefense.evaluation.threats import AttackSpec, EvalModel
+
+    x, y = data(16)
+    model = EvalModel("lin", linear_model(1), "dl")
+
+    def specs(names):
+        a, b, c, d = names
+        return [AttackSpec(a, PGD(eps=0.1, steps=3), {"eps": 0.1}, ("whitebox",)),
+                AttackSpec(b, SparsePGD(k=5, steps=3, restarts=1), {"k": 5}, ("whitebox",)),
+                AttackSpec(c, SparsePGD(k=60, steps=3, restarts=1), {"k": 60}, ("whitebox",)),
+                AttackSpec(d, SparseRS(k=5, max_queries=40), {"k": 5}, ("blackbox",))]
+
+    def run(names, folder):
+        out = evaluate_models([model], specs(names), x, y, ["whitebox", "blackbox"], None,
+                              CellCache(tmp_path / folder / "c"), tmp_path / folder, None,
+                              progress=False)
+        worst = {(r["attack"], r["threat"]): (r["accuracy"], r["n"]) for r in out["rows"]
+                 if r["attack"].startswith(WORST)}
+        back = dict(zip(names, ("pgd", "sparse_pgd", "sparse_pgd_78", "sparse_rs"), strict=True))
+        checks = sorted((c["check"], c["threat"], back.get(c["attack"], c["attack"]), c["passed"])
+                        for c in out["checks"])
+        return worst, checks
+
+    a = run(("pgd", "sparse_pgd", "sparse_pgd_78", "sparse_rs"), "a")
+    b = run(("r1", "r2", "r3", "r4"), "b")
+    assert a == b
+    assert {k[0] for k in a[0]} == {WORST, WORST_STRESS, WORST_DENSE}
+    assert any(c[0] == "l0_blackbox_beats_whitebox" for c in a[1])
