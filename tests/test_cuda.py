@@ -42,6 +42,7 @@ def _attacks() -> dict:
     from advdefense.attacks.jsma import JSMA
     from advdefense.attacks.local_search import LocalSearch
     from advdefense.attacks.pgd import PGD
+    from advdefense.attacks.sparse_rs import SparseRS
     from advdefense.attacks.spatial import SpatialGrid
 
     return {
@@ -50,10 +51,11 @@ def _attacks() -> dict:
         "jsma": JSMA(theta=1.0, gamma=0.1),
         "spatial": SpatialGrid(preset="engstrom"),
         "local_search": LocalSearch(rounds=5, max_queries=400),
+        "sparse_rs": SparseRS(k=20, max_queries=300),
     }
 
 
-@pytest.mark.parametrize("name", ["fgsm", "pgd", "jsma", "spatial", "local_search"])
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "jsma", "spatial", "local_search", "sparse_rs"])
 def test_attack_on_cuda_matches_cpu(name, mnist67_test):
     images, labels = mnist67_test
     x, y = images[:48], labels[:48]
@@ -137,7 +139,8 @@ def test_evaluate_end_to_end_on_cuda(tmp_path, mnist67_train):
             f"paths.data_dir={tmp_path}/data", f"eval.data_root={data_root}", "eval.n=40",
             "eval.device=cuda", "eval.progress=false", "eval.attacks.pgd.steps=3",
             "eval.sweep.n=16", "eval.sweep.eps=[0.0,0.3,1.0]", "eval.sweep.overrides.pgd.steps=2",
-            "eval.attacks.local_search.max_queries=200"]
+            "eval.attacks.local_search.max_queries=200",
+            "eval.attacks.sparse_rs_k10.max_queries=300", "eval.attacks.sparse_rs_k20.max_queries=300"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("evaluate", overrides=over)
     evaluate(cfg)

@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from advdefense.evaluation.worst_case import WORST_DENSE
+from advdefense.evaluation.worst_case import HEADLINE_K, WORST_DENSE, WORST_STRESS
 from advdefense.registry import atomic_write_text
 
 DASH = "—"
@@ -175,7 +175,8 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any] | None,
            f"A goal is {VERDICTS}", ""]
     out += _md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
     listed = {g["attack"] for g in goals["rows"]}
-    extra = sorted({r["attack"] for r in rows if r["model"] == model} - listed - {WORST_DENSE})
+    extra = sorted({r["attack"] for r in rows if r["model"] == model} - listed
+                   - {WORST_DENSE, WORST_STRESS})
     if extra:
         out += ["", "Our worst case also takes the grid's other attacks (" +
                 ", ".join(f"`{a}`" for a in extra) + "), so it is at least as strict as the "
@@ -217,6 +218,7 @@ def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
     threats = [t for t in ("transfer", "whitebox", "blackbox", "all")
                if any(r["threat"] == t for r in rows)]
     dense = any(r["attack"] == WORST_DENSE for r in rows)
+    stress = any(r["attack"] == WORST_STRESS and r["threat"] == "all" for r in rows)
     body = []
     for m in sorted({r["model"] for r in rows}):
         clean = next((r for r in rows if r["model"] == m and r["attack"] == "none"), None)
@@ -225,10 +227,14 @@ def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
             cells.append(_ci(idx.get((m, "worst_case", t))))
         if dense:
             cells.append(_ci(idx.get((m, WORST_DENSE, "whitebox"))))
+        if stress:
+            cells.append(_ci(idx.get((m, WORST_STRESS, "all"))))
         body.append([f"`{m}`", *cells])
     header = ["model", "clean acc", *[f"worst case: {t}" for t in threats]]
     if dense:
         header.append("worst case: whitebox, without the L0 attacks")
+    if stress:
+        header.append(f"stress worst case: all, with the L0 rows above {HEADLINE_K} pixels")
     return _md_table(header, body) + [""]
 
 

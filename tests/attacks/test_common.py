@@ -15,6 +15,7 @@ from advdefense.attacks import (
     PGD,
     LocalSearch,
     SparsePGD,
+    SparseRS,
     SpatialGrid,
     build_attack,
 )
@@ -23,7 +24,8 @@ from advdefense.checks import ConfigError, ImageError
 
 FAST = [FGSM(eps=0.1), PGD(eps=0.1, steps=2), JSMA(gamma=0.02),
         SpatialGrid(n_angles=3, n_shifts=3), LocalSearch(rounds=2, max_queries=200),
-        SparsePGD(k=10, steps=2, restarts=2), APGD(eps=0.1, steps=3, restarts=2),
+        SparsePGD(k=10, steps=2, restarts=2), SparseRS(k=10, max_queries=30),
+        APGD(eps=0.1, steps=3, restarts=2),
         Cascade([APGD(eps=0.1, steps=2), APGD(eps=0.1, steps=2, loss="margin")])]
 
 
@@ -86,7 +88,7 @@ def test_bad_parameters_name_the_key(cls, kwargs) -> None:
 
 def test_registry() -> None:
     assert set(ATTACKS) == {"fgsm", "pgd", "jsma", "spatial", "local_search", "sparse_pgd",
-                            "apgd", "cascade"}
+                            "sparse_rs", "apgd", "cascade"}
     assert isinstance(build_attack("pgd", eps=0.2), PGD)
     with pytest.raises(ConfigError):
         build_attack("cw")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from advdefense.attacks import JSMA
 from advdefense.attacks.base import predict
@@ -95,3 +97,34 @@ def test_target_saliency_budget_direction_and_bad_value(undefended_cnn, digits) 
     assert res.success.float().mean() > 0.8
     with pytest.raises(ConfigError, match="attack.saliency"):
         JSMA(saliency="softmax")
+
+
+@settings(max_examples=10, deadline=None)
+@given(k=st.integers(1, 30), theta=st.sampled_from([1.0, 0.4, -1.0]),
+       saliency=st.sampled_from(["pair", "target"]), start=st.integers(0, 120))
+def test_pixel_budget_k_on_real_digits(digits, k: int, theta: float, saliency: str,
+                                       start: int) -> None:
+    """Never more than k changed pixels, odd k included (the last pair moves one pixel)."""
+    from attack_models import tiny_cnn
+
+    x, y = digits[0][start:start + 4], digits[1][start:start + 4]
+    attack = JSMA(theta=theta, k=k, saliency=saliency, fallback=True)
+    res = attack.run(tiny_cnn(start % 5), x, y)
+    changed = (res.images != x).flatten(1).sum(1)
+    assert (changed <= k).all() and torch.equal(res.info["pixels"], changed)
+    assert attack.threat_model.perturbation.k == k
+
+
+def test_k_is_used_up_and_overrides_gamma(undefended_cnn, digits) -> None:
+    from advdefense.checks import ConfigError
+
+    x, y = digits[0][:32], digits[1][:32]
+    res = JSMA(k=7, gamma=0.5, fallback=True).run(undefended_cnn, x, y)
+    changed = res.info["pixels"]
+    assert changed.max() == 7 and (changed[~res.success] == 7).all()  # odd budget reached
+    assert JSMA(gamma=0.1).k == 78 and JSMA(gamma=0.145).k == 112
+    strong = JSMA(k=40, fallback=True).run(undefended_cnn, x, y).success.sum()
+    assert strong >= res.success.sum()
+    for bad in (0, 785, 2.5):
+        with pytest.raises(ConfigError, match="attack.k"):
+            JSMA(k=bad)

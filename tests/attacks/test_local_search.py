@@ -78,3 +78,49 @@ def test_eps_zero_changes_nothing(undefended_cnn, digits) -> None:
     x, y = digits[0][:6], digits[1][:6]
     res = LocalSearch(eps=0.0, max_queries=300, rounds=5).run(undefended_cnn, x, y)
     assert torch.equal(res.images, x)
+
+
+@pytest.mark.parametrize("k", [1, 4, 15])
+def test_pixel_budget_holds_for_every_probe(undefended_cnn, digits, k: int) -> None:
+    """With ``k``, every queried image (probes included) differs from its original in <= k
+    pixels, and the search still uses the pixels it has."""
+    x, y = digits[0][:8], digits[1][:8]
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, images):
+            seen.append(images.detach().clone())
+            return undefended_cnn(images)
+
+    attack = LocalSearch(k=k, max_queries=1200, rounds=25, d=3)
+    res = attack.run(Recorder(), x, y)
+    assert ((res.images != x).flatten(1).sum(1) <= k).all()
+    queried = torch.cat(seen).flatten(1)
+    nearest = torch.stack([(queried != row).sum(1) for row in x.flatten(1)]).amin(0)
+    assert (nearest <= k).all() and (nearest == k).any()  # the budget binds, and is used
+    assert attack.threat_model.perturbation.k == k
+
+
+def test_pixel_budget_helpers() -> None:
+    from advdefense.attacks.local_search import _cap_new_pixels, _in_pixel_budget
+
+    changed = torch.tensor([[True, False, False, False], [True, True, False, False]])
+    cand = torch.tensor([[False, True, True, True], [False, False, True, True]])
+    # row 0 has room for 1 more pixel: all candidates stay; row 1 (k = 2) is full: only its
+    # changed pixels may be probed (here none is a candidate, so all changed ones)
+    assert _in_pixel_budget(cand, changed, 2).tolist() == [[False, True, True, True],
+                                                           [True, True, False, False]]
+    inf = float("inf")
+    scores = torch.tensor([[inf, 0.5, 0.125, 0.25], [0.75, 0.375, inf, inf]])
+    capped = _cap_new_pixels(scores, changed, 2)
+    # row 0: one new pixel fits, the best-scoring (0.125) one; row 1: changed pixels only
+    assert capped.tolist() == [[inf, inf, 0.125, inf], [0.75, 0.375, inf, inf]]
+
+
+def test_k_and_eps_together_are_refused() -> None:
+    from advdefense.checks import ConfigError
+
+    with pytest.raises(ConfigError, match="attack.k"):
+        LocalSearch(k=10, eps=0.3)
+    with pytest.raises(ConfigError, match="attack.k"):
+        LocalSearch(k=0)

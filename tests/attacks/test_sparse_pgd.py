@@ -84,3 +84,13 @@ def test_more_restarts_never_weaken_and_restart_zero_is_fixed(undefended_cnn, di
     assert three.success.sum() >= one.success.sum()
     again = SparsePGD(k=8, steps=5, restarts=1).run(undefended_cnn, x, y)
     assert torch.equal(one.images, again.images)
+
+
+@settings(max_examples=8, deadline=None)
+@given(k=st.sampled_from([1, 10, 20]), start=st.integers(0, 120), restarts=st.integers(1, 4))
+def test_real_digits_stay_within_k_pixels(digits, k: int, start: int, restarts: int) -> None:
+    x, y = digits[0][start:start + 4], digits[1][start:start + 4]
+    attack = SparsePGD(k=k, steps=4, restarts=restarts, alpha=[0.5, 2.0], seed=start)
+    out = attack(tiny_cnn(start % 5), x, y)
+    assert (_changed(out, x) <= k).all()
+    assert attack.threat_model.perturbation.k == k

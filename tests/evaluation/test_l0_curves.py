@@ -61,6 +61,7 @@ def test_pipeline_writes_curves_and_the_report_shows_them(tmp_path):
     assert curves == out["l0"]
     by = {c["attack"]: c for c in curves}
     assert set(by) == {"sparse_pgd", "local_search"}
+    assert (by["sparse_pgd"]["k"], by["local_search"]["k"]) == (5, 784)  # declared budgets
     assert by["local_search"]["n"] == 8 and by["local_search"]["fooled_l0"]  # it fooled some
     assert by["sparse_pgd"]["fooled_l0"] and max(by["sparse_pgd"]["fooled_l0"]) <= 5
     rows = {(r["attack"], r["threat"]): r for r in out["rows"]}

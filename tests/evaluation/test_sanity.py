@@ -6,6 +6,7 @@ from torch import nn
 
 from advdefense.attacks.fgsm import FGSM
 from advdefense.attacks.pgd import PGD
+from advdefense.attacks.threat import L0, Gradient, Queries, ThreatModel
 from advdefense.evaluation.cache import CellCache
 from advdefense.evaluation.pipeline import SweepConfig, evaluate_models
 from advdefense.evaluation.sanity import apply_flags, gradient_checks, grid_checks, sweep_checks
@@ -145,26 +146,45 @@ def test_l0_black_box_within_the_pixel_budget_flags_the_white_box_l0_row():
           "l0": [0, 10, 40, 120]}
     rows = [grid_row("m", "sparse_pgd", "whitebox", 0.75),
             grid_row("m", "local_search", "blackbox", 0.25)]
-    checks = grid_checks(rows, {}, records=[spgd, ls], labels=labels, l0={"sparse_pgd": 78})
+    tms = {"sparse_pgd": ThreatModel(L0(78), Gradient()),
+           "local_search": ThreatModel(L0(784), Queries(5000))}
+    checks = grid_checks(rows, {}, records=[spgd, ls], labels=labels, threat_models=tms)
     (check,) = [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
     assert not check["passed"] and "0.5000 vs white-box sparse_pgd 0.7500" in check["detail"]
     apply_flags(rows, checks)
     assert rows[0]["flags"] == ["l0_blackbox_beats_whitebox"] and rows[1]["flags"] == []
     # a budget of 30 pixels counts only image 1: 0.75 vs 0.75 passes
-    checks = grid_checks(rows, {}, records=[spgd, ls], labels=labels, l0={"sparse_pgd": 30})
+    tms30 = tms | {"sparse_pgd": ThreatModel(L0(30), Gradient())}
+    checks = grid_checks(rows, {}, records=[spgd, ls], labels=labels, threat_models=tms30)
     assert not failed(checks, "l0_blackbox_beats_whitebox")
     assert [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
     # records without per-image L0 (an older cache) are not compared
     old = {k: v for k, v in ls.items() if k != "l0"}
-    checks = grid_checks(rows, {}, records=[spgd, old], labels=labels, l0={"sparse_pgd": 78})
+    checks = grid_checks(rows, {}, records=[spgd, old], labels=labels, threat_models=tms)
     assert not [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
+    # a white-box attack that only adds ink is not compared with one that may erase it
+    ink = tms | {"sparse_pgd": ThreatModel(L0(78, "increase"), Gradient())}
+    checks = grid_checks(rows, {}, records=[spgd, ls], labels=labels, threat_models=ink)
+    assert not [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
+    # the check follows the threat models, not the names: renamed rows, the same verdict
+    new = {"sparse_pgd": "wb_l0", "local_search": "qq"}
+    renamed = [r | {"attack": new[r["attack"]]} for r in (spgd, ls)]
+    rrows = [r | {"attack": new[r["attack"]]} for r in rows]
+    checks = grid_checks(rrows, {}, records=renamed, labels=labels,
+                         threat_models={new[k]: v for k, v in tms.items()})
+    (check,) = [c for c in checks if c["check"] == "l0_blackbox_beats_whitebox"]
+    assert not check["passed"] and check["attack"] == "wb_l0" 
 
 
-def test_l0_budgets_of_the_configured_attacks():
-    from advdefense.attacks import JSMA, PGD, SparsePGD
-    from advdefense.evaluation.pipeline import l0_budgets
+def test_threat_models_of_the_configured_attacks():
+    from advdefense.attacks import JSMA, PGD, SparsePGD, SparseRS
+    from advdefense.evaluation.pipeline import sparse_attacks, threat_models
     from advdefense.evaluation.threats import AttackSpec
 
     specs = [AttackSpec("pgd", PGD()), AttackSpec("jsma", JSMA(gamma=0.1)),
-             AttackSpec("sparse_pgd", SparsePGD(k=40)), AttackSpec("none", None)]
-    assert l0_budgets(specs) == {"jsma": 78, "sparse_pgd": 40}
+             AttackSpec("x", SparsePGD(k=40)), AttackSpec("y", SparseRS(k=10)),
+             AttackSpec("none", None)]
+    tms = threat_models(specs)
+    assert {n: tm.l0.k for n, tm in tms.items() if tm and tm.l0} == {"jsma": 78, "x": 40, "y": 10}
+    assert tms["none"] is None and tms["pgd"].l0 is None
+    assert sparse_attacks(specs) == ["jsma", "x", "y"]

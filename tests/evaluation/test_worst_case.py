@@ -2,7 +2,15 @@
 
 import torch
 
-from advdefense.evaluation.worst_case import ALL_THREATS, WORST, add_worst_cases, worst_case
+from advdefense.attacks.threat import L0, Gradient, Linf, Queries, ThreatModel
+from advdefense.evaluation.worst_case import (
+    ALL_THREATS,
+    WORST,
+    WORST_DENSE,
+    WORST_STRESS,
+    add_worst_cases,
+    worst_case,
+)
 
 
 def rec(attack, threat, pred, conf, model="m"):
@@ -38,21 +46,115 @@ def test_restrict_keeps_every_per_image_list_aligned():
     assert (out["pred"], out["conf"], out["l0"], out["n"]) == ([1, 1], [0.2, 0.3], [5, 6], 2)
 
 
-def test_dense_worst_case_leaves_out_only_the_sparse_attacks():
-    from advdefense.evaluation.worst_case import WORST_DENSE
+TMS = {"pgd": ThreatModel(Linf(0.3), Gradient()),
+       "jsma": ThreatModel(L0(20, "increase"), Gradient()),
+       "jsma78": ThreatModel(L0(78, "increase"), Gradient()),
+       "local_search": ThreatModel(L0(784), Queries(5000)),
+       "sparse_rs": ThreatModel(L0(10), Queries(10_000))}
 
+
+def test_dense_worst_case_leaves_out_only_the_l0_attacks():
     labels = torch.tensor([0, 1, 0])
     records = [rec("none", "whitebox", [0, 1, 0], [1, 1, 1]),
                rec("pgd", "whitebox", [0, 1, 1], [1, 1, 1]),        # breaks image 2
                rec("jsma", "whitebox", [1, 1, 0], [1, 1, 1]),       # breaks image 0
-               rec("local_search", "blackbox", [0, 0, 0], [1, 1, 1])]  # breaks image 1
-    out = add_worst_cases(records, labels, sparse=["jsma", "local_search"])
+               rec("sparse_rs", "blackbox", [0, 0, 0], [1, 1, 1])]  # breaks image 1
+    out = add_worst_cases(records, labels, threat_models=TMS)
     by = {(r["attack"], r["threat"]): r["pred"] for r in out}
     assert by[(WORST, ALL_THREATS)] == [1, 0, 1]      # every image broken by something
     assert by[(WORST, "whitebox")] == [1, 1, 1]
     assert by[(WORST_DENSE, "whitebox")] == [0, 1, 1]  # only PGD's break counts
     assert [k for k in by if k[0] == WORST_DENSE] == [(WORST_DENSE, "whitebox")]
+    assert not [k for k in by if k[0] == WORST_STRESS]  # nothing above 20 pixels
+    # undeclared threat models count everywhere: no dense row, it would equal worst_case
     assert not [r for r in add_worst_cases(records, labels) if r["attack"] == WORST_DENSE]
-    # a grid without sparse attacks gets no dense row: it would equal worst_case
-    dense_only = add_worst_cases(records[:2], labels, sparse=["jsma"])
+    dense_only = add_worst_cases(records[:2], labels, threat_models=TMS)
     assert not [r for r in dense_only if r["attack"] == WORST_DENSE]
+
+
+def test_headline_leaves_out_the_stress_rows_which_get_their_own_worst_case():
+    labels = torch.tensor([0, 1, 0, 1])
+    records = [rec("none", "whitebox", [0, 1, 0, 1], [1] * 4),
+               rec("pgd", "whitebox", [1, 1, 0, 1], [1] * 4),       # breaks image 0
+               rec("jsma", "whitebox", [0, 0, 0, 1], [1] * 4),      # k = 20: breaks image 1
+               rec("jsma78", "whitebox", [0, 1, 1, 1], [1] * 4),    # k = 78: breaks image 2
+               rec("none", "blackbox", [0, 1, 0, 1], [1] * 4),
+               rec("local_search", "blackbox", [0, 1, 0, 0], [1] * 4)]  # unbounded: image 3
+    out = add_worst_cases(records, labels, threat_models=TMS)
+    by = {(r["attack"], r["threat"]): r for r in out}
+    assert by[(WORST, "whitebox")]["pred"] == [1, 0, 0, 1]
+    assert by[(WORST, ALL_THREATS)]["pred"] == [1, 0, 0, 1]
+    assert (WORST, "blackbox") not in by  # only a stress row there: no headline figure
+    assert by[(WORST_STRESS, "whitebox")]["pred"] == [1, 0, 1, 1]
+    assert by[(WORST_STRESS, "blackbox")]["pred"] == [0, 1, 0, 0]
+    assert by[(WORST_STRESS, ALL_THREATS)]["pred"] == [1, 0, 1, 0]
+    assert "whitebox/jsma78" in by[(WORST_STRESS, "whitebox")]["info"]["over"]
+    assert "whitebox/jsma78" not in by[(WORST, "whitebox")]["info"]["over"]
+    assert by[(WORST_DENSE, "whitebox")]["pred"] == [1, 1, 0, 1]
+    # a larger headline budget takes the 78-pixel row in
+    wide = {(r["attack"], r["threat"]): r["pred"]
+            for r in add_worst_cases(records, labels, threat_models=TMS, headline_k=78)}
+    assert wide[(WORST, "whitebox")] == [1, 0, 1, 1]
+
+
+def test_renaming_rows_changes_no_worst_case():
+    """Worst cases follow the declared threat models, never the row names."""
+    labels = torch.tensor([0, 1, 0, 1, 1])
+    g = torch.Generator().manual_seed(0)
+    records = [rec("none", t, [0, 1, 0, 1, 1], [1.0] * 5) for t in ("whitebox", "blackbox")]
+    for name, threat in (("pgd", "whitebox"), ("jsma", "whitebox"), ("jsma78", "whitebox"),
+                         ("local_search", "blackbox"), ("sparse_rs", "blackbox")):
+        pred = torch.where(torch.rand(5, generator=g) < 0.3, 1 - labels, labels).tolist()
+        records.append(rec(name, threat, pred, torch.rand(5, generator=g).tolist()))
+    rename = {n: f"row{i}" for i, n in enumerate(TMS)} | {"none": "none"}
+    renamed = [r | {"attack": rename[r["attack"]]} for r in records]
+    tms = {rename[n]: tm for n, tm in TMS.items()}
+
+    def summary(out):
+        return {(r["attack"], r["threat"]): (r["pred"], r["conf"], r["n"]) for r in out
+                if r["attack"].startswith(WORST)}
+
+    a = summary(add_worst_cases(records, labels, threat_models=TMS))
+    b = summary(add_worst_cases(renamed, labels, threat_models=tms))
+    assert a == b and {k[0] for k in a} == {WORST, WORST_STRESS, WORST_DENSE}
+    # dispatching on names would have changed it: the same rows, threat models swapped
+    swapped = dict(tms) | {rename["jsma"]: TMS["jsma78"], rename["jsma78"]: TMS["jsma"]}
+    assert summary(add_worst_cases(renamed, labels, threat_models=swapped)) != a
+
+
+def test_renaming_every_row_changes_no_worst_case_and_no_check(tmp_path):
+    """End to end: the same attacks under other row names give the same worst-case figures
+    and the same sanity-check verdicts (the checks name the renamed rows)."""
+    from eval_helpers import data, linear_model
+
+    from advdefense.attacks import PGD, SparsePGD, SparseRS
+    from advdefense.evaluation.cache import CellCache
+    from advdefense.evaluation.pipeline import evaluate_models
+    from advdefense.evaluation.threats import AttackSpec, EvalModel
+
+    x, y = data(16)
+    model = EvalModel("lin", linear_model(1), "dl")
+
+    def specs(names):
+        a, b, c, d = names
+        return [AttackSpec(a, PGD(eps=0.1, steps=3), {"eps": 0.1}, ("whitebox",)),
+                AttackSpec(b, SparsePGD(k=5, steps=3, restarts=1), {"k": 5}, ("whitebox",)),
+                AttackSpec(c, SparsePGD(k=60, steps=3, restarts=1), {"k": 60}, ("whitebox",)),
+                AttackSpec(d, SparseRS(k=5, max_queries=40), {"k": 5}, ("blackbox",))]
+
+    def run(names, folder):
+        out = evaluate_models([model], specs(names), x, y, ["whitebox", "blackbox"], None,
+                              CellCache(tmp_path / folder / "c"), tmp_path / folder, None,
+                              progress=False)
+        worst = {(r["attack"], r["threat"]): (r["accuracy"], r["n"]) for r in out["rows"]
+                 if r["attack"].startswith(WORST)}
+        back = dict(zip(names, ("pgd", "sparse_pgd", "sparse_pgd_78", "sparse_rs"), strict=True))
+        checks = sorted((c["check"], c["threat"], back.get(c["attack"], c["attack"]), c["passed"])
+                        for c in out["checks"])
+        return worst, checks
+
+    a = run(("pgd", "sparse_pgd", "sparse_pgd_78", "sparse_rs"), "a")
+    b = run(("r1", "r2", "r3", "r4"), "b")
+    assert a == b
+    assert {k[0] for k in a[0]} == {WORST, WORST_STRESS, WORST_DENSE}
+    assert any(c[0] == "l0_blackbox_beats_whitebox" for c in a[1])

@@ -15,12 +15,14 @@ from advdefense.attacks.jsma import JSMA
 from advdefense.attacks.local_search import LocalSearch
 from advdefense.attacks.pgd import PGD
 from advdefense.attacks.sparse_pgd import SparsePGD
+from advdefense.attacks.sparse_rs import SparseRS
 from advdefense.attacks.spatial import SpatialGrid
 from advdefense.checks import check_choice
 
 ATTACKS: dict[str, type[Attack]] = {"fgsm": FGSM, "pgd": PGD, "spatial": SpatialGrid,
                                    "local_search": LocalSearch, "jsma": JSMA,
-                                   "sparse_pgd": SparsePGD, "apgd": APGD, "cascade": Cascade}
+                                   "sparse_pgd": SparsePGD, "sparse_rs": SparseRS, "apgd": APGD,
+                                   "cascade": Cascade}
 
 
 def build_attack(name: str, **kwargs: Any) -> Attack:
@@ -29,5 +31,6 @@ def build_attack(name: str, **kwargs: Any) -> Attack:
     return ATTACKS[name](**kwargs)
 
 
-__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "Cascade", "FGSM", "JSMA", "LocalSearch", "PGD", "SparsePGD",
-           "SpatialGrid", "build_attack", "eval_mode", "input_grad", "predict"]
+__all__ = ["APGD", "ATTACKS", "Attack", "AttackResult", "Cascade", "FGSM", "JSMA", "LocalSearch",
+           "PGD", "SparsePGD", "SparseRS", "SpatialGrid", "build_attack", "eval_mode", "input_grad",
+           "predict"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from advdefense.attacks.threat import ThreatModel
 from advdefense.checks import check_images, check_labels
 
 
@@ -97,6 +98,15 @@ class Attack:
 
             raise ConfigError("attack.batch_size", batch_size, "a positive integer")
         self.batch_size, self.progress, self.seed = int(batch_size), bool(progress), int(seed)
+
+    @property
+    def threat_model(self) -> ThreatModel | None:
+        """The perturbation set and access of this attack (:mod:`advdefense.attacks.threat`).
+
+        Every attack of the package declares one; None means undeclared, and the evaluation
+        then counts the attack in every worst case (the conservative choice).
+        """
+        return None
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Return adversarial images, (N, 1, 28, 28) in [0, 1] (``success`` is not computed)."""

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from advdefense.attacks.base import Attack, AttackResult, counts, input_grad, other_class, predict
+from advdefense.attacks.threat import Gradient, Linf, ThreatModel
 from advdefense.checks import check_range
 
 
@@ -39,6 +40,11 @@ class FGSM(Attack):
         super().__init__(batch_size, progress, seed)
         check_range("attack.eps", eps, 0.0, 1.0)
         self.eps, self.targeted = float(eps), bool(targeted)
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """L-infinity ball of radius ``eps``, gradient access."""
+        return ThreatModel(Linf(self.eps), Gradient())
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, need_success: bool = True) -> AttackResult:

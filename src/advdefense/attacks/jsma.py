@@ -9,10 +9,13 @@ layer", as in cleverhans), not of the softmax: softmax gradients vanish on a con
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from advdefense.attacks.base import Attack, AttackResult, channels_last, other_class
+from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int, other_class
+from advdefense.attacks.threat import L0, PIXELS, Gradient, ThreatModel
 from advdefense.checks import ConfigError, check_choice, check_range
 
 
@@ -78,9 +81,11 @@ class JSMA(Attack):
     (see :func:`best_pairs`) is moved by ``theta`` and clipped to [0, 1]. The search domain
     starts as the pixels that can move in theta's direction (< 1 for theta > 0, > 0 for
     theta < 0); a pixel leaves it once saturated. An example stops when it is classified as the
-    target, when no valid pair is left, or after ``floor(gamma * 784 / 2)`` iterations, so at
-    most ``gamma * 784`` pixels change, each only in theta's direction. Batched over images:
-    one forward and two backward passes per iteration for all unfinished images.
+    target, when no valid pair is left, or once ``k`` pixels have changed (``ceil(k / 2)``
+    iterations at most; ``k`` defaults to ``2 * floor(gamma * 784 / 2)``, the paper's budget),
+    each only in theta's direction. Never more than ``k`` pixels change: where a pair would
+    exceed the budget only its first pixel moves. Batched over images: one forward and two
+    backward passes per iteration for all unfinished images.
 
     Shape:
         images (N, 1, 28, 28) float in [0, 1]; labels (N,) int64; output same as images.
@@ -89,7 +94,9 @@ class JSMA(Attack):
     Args:
         theta: change per selected pixel in intensity units, in [-1, 1] without 0
             (positive: increase pixels, negative: decrease them; paper: +1).
-        gamma: largest fraction of pixels changed, in (0, 1] (paper: 0.145 on MNIST).
+        gamma: largest fraction of pixels changed, in (0, 1] (paper: 0.145 on MNIST); used
+            only when ``k`` is None.
+        k: most pixels changed, in [1, 784], or None for ``gamma``'s budget (0.1: 78 pixels).
         fallback: when no pair meets the paper's sign conditions, move the two domain pixels
             with the largest ``u + v`` (the target-vs-other logit margin's gradient, in theta's
             direction) instead of stopping, while that sum is positive. Off = the paper's
@@ -105,8 +112,8 @@ class JSMA(Attack):
     name = "jsma"
 
     def __init__(self, theta: float = 1.0, gamma: float = 0.1, fallback: bool = False,
-                 saliency: str = "pair", batch_size: int = 256, progress: bool = False,
-                 seed: int = 0) -> None:
+                 saliency: str = "pair", k: int | None = None, batch_size: int = 256,
+                 progress: bool = False, seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
         check_choice("attack.saliency", saliency, ["pair", "target"])
         self.fallback, self.saliency = bool(fallback), saliency
@@ -115,6 +122,18 @@ class JSMA(Attack):
             raise ConfigError("attack.theta", theta, "must be in [-1, 1] and nonzero")
         check_range("attack.gamma", gamma, 0.0, 1.0, lo_open=True)
         self.theta, self.gamma = float(theta), float(gamma)
+        if k is None:
+            self.k = 2 * int(self.gamma * PIXELS / 2)
+        else:
+            self.k = check_int("attack.k", k)
+            check_range("attack.k", self.k, 1, PIXELS)
+        if self.k < 1:
+            raise ConfigError("attack.gamma", gamma, f"must leave a budget of >= 1 pixel of {PIXELS}")
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """At most ``k`` changed pixels, only brighter (theta > 0) or darker, gradient access."""
+        return ThreatModel(L0(self.k, "increase" if self.theta > 0 else "decrease"), Gradient())
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, need_success: bool = True) -> AttackResult:
@@ -125,7 +144,8 @@ class JSMA(Attack):
         domain = x < 1.0 if self.theta > 0 else x > 0.0
         active = torch.ones(n, dtype=torch.bool, device=dev)
         queries = torch.ones(n, dtype=torch.int64, device=dev)
-        for _ in range(int(self.gamma * x.shape[1] / 2)):
+        changed = torch.zeros_like(x, dtype=torch.bool)
+        for _ in range(math.ceil(self.k / 2)):
             idx = active.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
@@ -142,10 +162,17 @@ class JSMA(Attack):
             if self.fallback and not bool(found.all()):
                 p, q, found = _fallback_pairs(u, v, p, q, found)
             move = found & (logits.argmax(1) != target[idx])
+            # budget: new pixels (not yet changed) must fit in what is left of k
+            room = self.k - changed[idx].sum(1)
+            new_p, new_q = ~changed[idx, p], ~changed[idx, q]
+            both = new_p.long() + new_q.long() <= room
+            move &= room > 0
             active[idx[~move]] = False
-            rows, p, q = idx[move], p[move], q[move]
-            for pix in (p, q):
-                x[rows, pix] = (x[rows, pix] + self.theta).clamp(0.0, 1.0)
+            rows, p, q, both = idx[move], p[move], q[move], both[move]
+            for pix, ok in ((p, torch.ones_like(both)), (q, both)):
+                r, c = rows[ok], pix[ok]
+                x[r, c] = (x[r, c] + self.theta).clamp(0.0, 1.0)
+                changed[r, c] = True
             domain[rows] &= x[rows] < 1.0 if self.theta > 0 else x[rows] > 0.0
         adv = x.view_as(images)
         success = None

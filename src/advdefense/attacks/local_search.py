@@ -26,6 +26,12 @@ with pixel bounds [LB, UB]; here ``z = 2 x - 1`` and [LB, UB] = [-1, 1].
 * The next neighbourhood is every pixel within Chebyshev distance ``d`` of the ``t`` chosen
   ones; the first is a seeded random 10% of the pixels.
 
+Pixel budget ``k`` (not in the paper, which has none): at most ``k`` pixels differ from the
+original in every probe and every applied change. An image with ``k`` changed pixels probes only
+its changed pixels (moving one back or elsewhere); otherwise each probe changes one more pixel
+at most, and a round applies the best-scoring probes in score order, skipping a new pixel once
+the budget is full.
+
 Queries are counted per example (1 for the clean image, 1 per probe, 1 check per round) and
 never exceed ``max_queries``: when a neighbourhood is larger than the remaining budget a seeded
 random subset of it is probed. No gradients: every forward pass runs under ``torch.no_grad``.
@@ -37,7 +43,8 @@ import torch
 from torch import nn
 
 from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int, example_loss
-from advdefense.checks import check_choice, check_range
+from advdefense.attacks.threat import L0, PIXELS, Linf, Queries, ThreatModel
+from advdefense.checks import ConfigError, check_choice, check_range
 
 
 class LocalSearch(Attack):
@@ -62,6 +69,8 @@ class LocalSearch(Attack):
             [0, 1]: every probe and every applied change is clipped to ``[x - eps, x + eps]``
             around the original image, a gradient-free attack in the threat model of FGSM/PGD
             (a check on defenses whose gradients are approximated, e.g. bit-depth reduction).
+        k: None (no pixel limit) or the most pixels changed per image, in [1, 784] (see the
+            module docstring); not together with ``eps``.
         batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
     """
 
@@ -70,11 +79,18 @@ class LocalSearch(Attack):
     def __init__(self, p: float = 1.0, r: float = 1.1, d: int = 5, t: int = 5,
                  rounds: int = 150, max_queries: int = 20000, init_fraction: float = 0.1,
                  update: str = "probe", eval_batch: int = 4096, eps: float | None = None,
-                 batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
+                 k: int | None = None, batch_size: int = 256, progress: bool = False,
+                 seed: int = 0) -> None:
         super().__init__(batch_size, progress, seed)
         if eps is not None:
             check_range("attack.eps", eps, 0.0, 1.0)
         self.eps = None if eps is None else float(eps)
+        if k is not None:
+            if eps is not None:
+                raise ConfigError("attack.k", k, "set attack.k (an L0 budget) or attack.eps (an "
+                                  "L-inf radius), not both; use k=null for the L-inf search")
+            check_range("attack.k", check_int("attack.k", k), 1, PIXELS)
+        self.k = None if k is None else int(k)
         check_choice("attack.update", update, ["probe", "cyclic"])
         self.update = update
         check_range("attack.p", p, 0.0, 1.0, lo_open=True)
@@ -85,6 +101,12 @@ class LocalSearch(Attack):
         self.rounds = check_int("attack.rounds", rounds)
         self.max_queries = check_int("attack.max_queries", max_queries, 2)
         self.eval_batch = check_int("attack.eval_batch", eval_batch)
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """Query access (``max_queries``); L-inf ``eps``, else L0 ``k`` (784: no pixel limit)."""
+        pert = Linf(self.eps) if self.eps is not None else L0(self.k or PIXELS)
+        return ThreatModel(pert, Queries(self.max_queries))
 
     @torch.no_grad()
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
@@ -103,8 +125,13 @@ class LocalSearch(Attack):
             if active.numel() == 0:
                 break
             budget = self.max_queries - 1 - queries[active]
-            keep = self._within_budget(cand[active], budget, generator)
+            changed = x[active] != images.flatten(1)[active]
+            cand_a = cand[active] if self.k is None else _in_pixel_budget(cand[active], changed,
+                                                                          self.k)
+            keep = self._within_budget(cand_a, budget, generator)
             scores = self._probe(model, x[active], labels[active], keep, lo[active], hi[active])
+            if self.k is not None:
+                scores = _cap_new_pixels(scores, changed, self.k)
             chosen = self._perturb(x, active, scores, keep, lo[active], hi[active])
             queries[active] += keep.sum(1) + 1
             rounds[active] += 1
@@ -166,6 +193,26 @@ class LocalSearch(Attack):
         grid = chosen.float().view(-1, 1, *size)
         near = nn.functional.max_pool2d(grid, 2 * self.d + 1, stride=1, padding=self.d)
         return near.flatten(1) > 0
+
+
+def _in_pixel_budget(cand: torch.Tensor, changed: torch.Tensor, k: int) -> torch.Tensor:
+    """Candidates (m, D) whose probe keeps <= k changed pixels: where ``k`` pixels have changed
+    already, only changed ones (all of them if no candidate is)."""
+    full = changed.sum(1, keepdim=True) >= k
+    only = cand & changed
+    only = torch.where(only.any(1, keepdim=True), only, changed)
+    return torch.where(full, only, cand)
+
+
+def _cap_new_pixels(scores: torch.Tensor, changed: torch.Tensor, k: int) -> torch.Tensor:
+    """``scores`` (m, D) with inf on every unchanged pixel beyond the first ``k - changed`` in
+    score order, so applying any of the finite ones keeps <= k changed pixels."""
+    order = scores.argsort(1)
+    new = (~changed & scores.isfinite()).gather(1, order)
+    room = k - changed.sum(1, keepdim=True)
+    over = new & (new.long().cumsum(1) > room)
+    drop = torch.zeros_like(over).scatter_(1, order, over)
+    return scores.masked_fill(drop, float("inf"))
 
 
 def _batched(model: nn.Module, x: torch.Tensor, size: int) -> torch.Tensor:

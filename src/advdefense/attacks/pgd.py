@@ -21,6 +21,7 @@ from advdefense.attacks.base import (
     other_class,
     selection_score,
 )
+from advdefense.attacks.threat import Gradient, Linf, ThreatModel
 from advdefense.checks import check_choice, check_range
 
 
@@ -96,6 +97,11 @@ class PGD(Attack):
         self.early_stop = bool(early_stop)
         check_choice("attack.select", select, list(SELECT))
         self.select = select
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """L-infinity ball of radius ``eps``, gradient access."""
+        return ThreatModel(Linf(self.eps), Gradient())
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, need_success: bool = True) -> AttackResult:

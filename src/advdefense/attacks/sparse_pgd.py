@@ -22,6 +22,7 @@ from torch import nn
 
 from advdefense.attacks.base import channels_last, check_int, input_grad
 from advdefense.attacks.pgd import PGD
+from advdefense.attacks.threat import L0, PIXELS, Gradient, ThreatModel
 from advdefense.checks import ConfigError, check_choice
 
 
@@ -92,6 +93,11 @@ class SparsePGD(PGD):
         self.alphas = [float(a) for a in alphas]
         check_choice("attack.direction", direction, ["both", "increase", "decrease"])
         self.direction = direction
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """At most ``k`` changed pixels in ``direction``, gradient access."""
+        return ThreatModel(L0(min(self.k, PIXELS), self.direction), Gradient())
 
     def _restart(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  target: torch.Tensor, generator: torch.Generator,

@@ -58,6 +58,7 @@ from advdefense.attacks.base import (
     improves,
     selection_score,
 )
+from advdefense.attacks.threat import Queries, Spatial, ThreatModel
 from advdefense.checks import check_choice, check_range
 
 # The digit's border before rotating and shifting: "none"; "kit" = the UAE warm-up kit's
@@ -298,6 +299,16 @@ class SpatialGrid(Attack):
         self.mass_tolerance = None if tol is None else float(tol)
         self.eval_batch = check_int("attack.eval_batch", eval_batch)
         self._grids: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """The rotation/shift set, query access (grid search: forward passes only; the budget
+        is an upper bound: every transform plus one)."""
+        preset = next((name for name, p in PRESETS.items() if p["max_angle"] == self.max_angle
+                       and p["max_shift"] == self.max_shift and p["shrink"] == self.shrink), None)
+        tries = self.n_angles * self.n_shifts ** 2 if self.mode == "grid" else self.k
+        return ThreatModel(Spatial(self.max_angle, self.max_shift, self.shrink, preset),
+                           Queries(tries + 1))
 
     def grid(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """(T, 3) grid of (angle deg, dx px, dy px); angle outermost, then dx, then dy."""

@@ -7,16 +7,19 @@ two: at budget ``k``, an image counts as robust unless the attack fooled the mod
 at most ``k`` pixels (``accuracy(k) = 1 - #{fooled with l0 <= k} / n``). It only ever credits
 the model with images the attack itself could not break within ``k`` pixels: an attack run at a
 larger budget is not a stronger attack at ``k``, so the curve is an upper bound of robust
-accuracy at ``k`` for that attack's search, not a certificate.
+accuracy at ``k`` for that attack's search, not a certificate. It is a diagnostic only: accuracy
+at a budget ``k`` is read off the rows of attacks run *with* budget ``k`` (e.g. ``jsma_k20``,
+``sparse_rs_k20``), never off a larger-budget run that happened to land within ``k``.
 
 A curve record::
 
-    {"model", "attack", "threat", "n", "fooled_l0": [sorted ints: changed pixels of each success]}
+    {"model", "attack", "threat", "n", "fooled_l0": [sorted ints: changed pixels of each success],
+     "k": the attack's declared pixel budget (784: none), where known}
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,16 +28,18 @@ BUDGETS: tuple[int, ...] = (5, 10, 20, 40, 78)
 
 
 def l0_curves(records: Iterable[dict[str, Any]], labels: torch.Tensor,
-              attacks: Iterable[str], threats: Sequence[str] = ("whitebox", "blackbox")
-              ) -> list[dict[str, Any]]:
+              attacks: Iterable[str] | Mapping[str, int],
+              threats: Sequence[str] = ("whitebox", "blackbox")) -> list[dict[str, Any]]:
     """One curve record per cell of a sparse attack.
 
     Args:
         records: grid cell records (``pred`` and ``l0``: N ints each; ``index`` where budgeted).
         labels: (N,) int64 in {0, 1}, the evaluated images' labels.
-        attacks: names of the sparse attack rows (e.g. ``jsma``, ``sparse_pgd``, ``local_search``).
+        attacks: names of the L0 attack rows (those whose declared threat model is L0), or a
+            mapping of them to their pixel budgets (then each curve records its ``k``).
         threats: threat models to keep (transfer rows are crafted on another model).
     """
+    budgets = dict(attacks) if isinstance(attacks, Mapping) else {}
     names, labels = set(attacks), labels.cpu()
     out = []
     for r in records:
@@ -47,8 +52,9 @@ def l0_curves(records: Iterable[dict[str, Any]], labels: torch.Tensor,
             raise ValueError(f"cell {r['model']}/{r['attack']}/{r['threat']}: {len(pred)} "
                              f"predictions and {len(l0)} L0 values for {len(y)} images")
         fooled = l0[pred != y].sort().values
+        k = {"k": int(budgets[r["attack"]])} if r["attack"] in budgets else {}
         out.append({"model": r["model"], "attack": r["attack"], "threat": r["threat"],
-                    "n": len(y), "fooled_l0": fooled.tolist()})
+                    "n": len(y), "fooled_l0": fooled.tolist()} | k)
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from advdefense.attacks.threat import ThreatModel, threat_model_of
 from advdefense.evaluation.cache import CellCache, cell_key
 from advdefense.evaluation.convergence import convergence_runs
 from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
@@ -61,25 +62,14 @@ class SanityConfig:
     convergence_n: int = 0    # images per convergence run (0 = off); see evaluation.convergence
 
 
-def l0_budgets(attacks: Sequence[AttackSpec]) -> dict[str, int]:
-    """White-box L0 attack rows -> their pixel budgets: SparsePGD's ``k``, JSMA's gamma x 784."""
-    from advdefense.attacks import JSMA, SparsePGD
-
-    out = {}
-    for spec in attacks:
-        if isinstance(spec.attack, SparsePGD):
-            out[spec.name] = spec.attack.k
-        elif isinstance(spec.attack, JSMA):  # pairs of pixels: 2 * int(gamma * 784 / 2)
-            out[spec.name] = 2 * int(spec.attack.gamma * 28 * 28 / 2)
-    return out
+def threat_models(attacks: Sequence[AttackSpec]) -> dict[str, ThreatModel | None]:
+    """Attack row -> the threat model its attack declares (None: the clean row, undeclared)."""
+    return {s.name: threat_model_of(s.attack) for s in attacks}
 
 
 def sparse_attacks(attacks: Sequence[AttackSpec]) -> list[str]:
-    """Rows of sparse (L0) attacks: the white-box L0 attacks and the unbounded local search."""
-    from advdefense.attacks import LocalSearch
-
-    return [*l0_budgets(attacks), *(s.name for s in attacks
-                                    if isinstance(s.attack, LocalSearch) and s.attack.eps is None)]
+    """Rows whose attack declares an L0 threat model (any access, any budget)."""
+    return [name for name, tm in threat_models(attacks).items() if tm is not None and tm.l0]
 
 
 def subsample(labels: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
@@ -134,14 +124,14 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     attack_n = {k: int(v) for k, v in (attack_n or {}).items()
                 if v is not None and int(v) < len(labels)}
     grid = Grid(images, labels, cache, sid, surrogate, attack_n=attack_n, seed=seed)
-    sparse = sparse_attacks(attacks)
+    sparse, tms = sparse_attacks(attacks), threat_models(attacks)
     records = add_worst_cases(run_grid(grid, models, attacks, threats, progress), labels,
-                              sparse=sparse)
+                              threat_models=tms)
     rows = [to_row(r, labels) for r in records]
     timings = {"grid": round(time.perf_counter() - start, 2)}
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
     checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol,
-                         records, labels, l0_budgets(attacks))
+                         records, labels, tms)
     if sanity.convergence_n > 0:
         t0 = time.perf_counter()
         checks += convergence_checks(convergence_runs(
@@ -158,10 +148,12 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     meta = (meta or {}) | {"n": len(labels), "threats": list(threats),
                            "models": [m.name for m in models],
                            "attacks": {s.name: s.config for s in attacks},
+                           "threat_models": {k: None if v is None else v.as_dict()
+                                             for k, v in tms.items()},
                            "surrogate": surrogate.name if surrogate else None,
                            "cache_hits": cache.hits, "attack_calls": grid.attack_calls,
                            "attack_n": attack_n, "timings": timings, "seconds": round(time.perf_counter() - start, 2)}
-    l0 = l0_curves(records, labels, sparse)
+    l0 = l0_curves(records, labels, {name: tms[name].l0.k for name in sparse})
     _write(Path(out_dir), rows, records, sweeps, checks, meta)
     atomic_write_text(Path(out_dir) / "l0.json", json.dumps(l0))
     _write_examples(Path(out_dir), records, images, labels)

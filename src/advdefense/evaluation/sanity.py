@@ -17,10 +17,12 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
 * ``linf_blackbox_beats_pgd``: the query-only local search inside the same L-inf ball
   (``local_search_linf``) not stronger than white-box PGD; where it is, PGD's gradient (e.g. a
   straight-through approximation of rounding) is misleading and the PGD rows are flagged.
-* ``l0_blackbox_beats_whitebox``: the query-only local search, counting only its successes
-  that changed at most ``k`` pixels, not stronger than a white-box L0 attack with that pixel
-  budget (``sparse_pgd``: k; ``jsma``: gamma x 784). Where it is, the gradient L0 attacks are
-  misled (e.g. a model adversarially trained against them) and their rows are flagged.
+* ``l0_blackbox_beats_whitebox``: a black-box L0 attack (by its declared threat model: the
+  local search, Sparse-RS), counting only its successes that changed at most ``k`` pixels, not
+  stronger than a white-box L0 attack of budget ``k`` whose perturbation set contains those
+  (same direction or both; JSMA only adds ink, so an attack that erases ink is not compared with
+  it). Where it is, the gradient L0 attack is misled (e.g. a model adversarially trained
+  against it) and its row is flagged.
 * ``eps1_not_broken``: at eps = 1 every model falls to at most ``eps1_max_acc`` under the
   white-box iterative eps-sweep attacks (PGD; any image is then reachable, so nothing can be
   robust). One FGSM step is exempt: at eps = 1 it maps every pixel to 0 or 1 along the
@@ -36,12 +38,13 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from advdefense.attacks.threat import ThreatModel
 from advdefense.evaluation.worst_case import WORST, common_index, restrict
 
 Check = dict[str, Any]
@@ -154,10 +157,35 @@ def _capped_blackbox(ls: dict[str, Any], wb: dict[str, Any], k: int,
     return float((~fooled).double().mean()), float(other), f" on {len(labels)} shared images"
 
 
+def _l0_checks(bb: dict[str, Any], tms: Mapping[str, ThreatModel | None],
+               recs: dict[tuple[str, str, str], dict[str, Any]], labels: torch.Tensor,
+               tol: float) -> list[Check]:
+    """``l0_blackbox_beats_whitebox`` for the black-box record ``bb`` against every white-box
+    L0 record of the same model whose perturbation set contains ``bb``'s (capped at its k)."""
+    tm = tms.get(bb["attack"])
+    if tm is None or tm.l0 is None:
+        return []
+    out = []
+    for (model, name, threat), wrec in recs.items():
+        wtm = tms.get(name)
+        if (model != bb["model"] or threat != "whitebox" or wtm is None or wtm.l0 is None
+                or wtm.l0.direction not in ("both", tm.l0.direction)):
+            continue
+        k = wtm.l0.k
+        pair = _capped_blackbox(bb, wrec, k, labels)
+        if pair is not None:
+            acc, other, where = pair
+            out.append(_check(
+                "l0_blackbox_beats_whitebox", model, "whitebox", name, acc >= other - tol,
+                f"query-only {bb['attack']} within {k} pixels {acc:.4f} vs white-box {name} "
+                f"{other:.4f}{where}"))
+    return out
+
+
 def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
                 tol: float = 0.01, records: Sequence[dict[str, Any]] | None = None,
                 labels: torch.Tensor | None = None,
-                l0: dict[str, int] | None = None) -> list[Check]:
+                threat_models: Mapping[str, ThreatModel | None] | None = None) -> list[Check]:
     """PGD vs FGSM, white-box vs transfer and black-box vs white-box on the grid's rows.
 
     Args:
@@ -166,11 +194,13 @@ def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
             are only compared when PGD's eps is at least FGSM's.
         records, labels: the cell records behind the rows and the (N,) labels; when given,
             each comparison uses only the images both cells ran on (see :func:`_pair`).
-        l0: white-box L0 attack name -> its pixel budget, for ``l0_blackbox_beats_whitebox``
-            (needs ``records`` and ``labels``: the black-box record's per-image ``l0``).
+        threat_models: attack row name -> its declared threat model; the L0 rows among them
+            are compared by ``l0_blackbox_beats_whitebox`` (needs ``records`` and ``labels``:
+            the black-box record's per-image ``l0``).
     """
     by = _acc(rows)
     recs = {(r["model"], r["attack"], r["threat"]): r for r in (records or [])}
+    tms = dict(threat_models or {})
     out = []
     for (model, attack, threat), r in by.items():
         fgsm = by.get((model, "fgsm", threat))
@@ -192,17 +222,8 @@ def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
                               acc >= other - tol,
                               f"query-only L-inf search {acc:.4f} vs white-box PGD {other:.4f}"
                               f"{where}"))
-        if attack == "local_search" and threat == "blackbox" and labels is not None:
-            for name, k in (l0 or {}).items():
-                wrec = recs.get((model, name, "whitebox"))
-                ls = recs.get((model, attack, threat))
-                pair = _capped_blackbox(ls, wrec, k, labels) if ls and wrec else None
-                if pair is not None:
-                    acc, other, where = pair
-                    out.append(_check(
-                        "l0_blackbox_beats_whitebox", model, "whitebox", name, acc >= other - tol,
-                        f"query-only search within {k} pixels {acc:.4f} vs white-box {name} "
-                        f"{other:.4f}{where}"))
+        if threat == "blackbox" and labels is not None and recs.get((model, attack, threat)):
+            out += _l0_checks(recs[(model, attack, threat)], tms, recs, labels, tol)
         wb = by.get((model, WORST, "whitebox"))
         if threat == "blackbox" and attack == WORST and wb:
             acc, other, where = _pair(r, wb, recs, labels)
