@@ -147,3 +147,26 @@ def test_find_ablated_and_bad_config() -> None:
     with pytest.raises(ConfigError, match="model.net.n_eval"):
         AblatedClassifier(AblationMLP([4]), n_eval=0)
     assert math.isfinite(float(AblationMLP([4])(torch.zeros(1, 2, 28, 28)).detach().sum()))
+
+
+def test_registry_round_trip(tmp_path) -> None:
+    from advdefense.lit.classifier import member_pipeline
+    from advdefense.preprocess import Identity
+    from advdefense.registry import load_model, read_entry, save_model
+
+    spec = {"preprocess": {"_target_": "advdefense.preprocess.Identity"},
+            "net": {"_target_": "advdefense.ablation.AblatedClassifier", "keep": 20, "n_eval": 4,
+                    "output": "log_mean_softmax", "seed": None,
+                    "base": {"_target_": "advdefense.ablation.AblationMLP", "hidden": [16, 8]}}}
+    torch.manual_seed(0)
+    model = member_pipeline(Identity(), AblatedClassifier(AblationMLP([16, 8]), keep=20, n_eval=4))
+    path = save_model(tmp_path / "ablation-k20.ckpt", model, "member", "ablation-k20", spec)
+    assert read_entry(path)["spec"]["net"]["keep"] == 20
+    loaded = load_model(path)
+    ablated = find_ablated(loaded)
+    assert ablated is not None and (ablated.keep, ablated.n_eval) == (20, 4)
+    images = torch.rand(3, 1, 28, 28)
+    ref = model[1].eval().count_votes(images, 500, generator=torch.Generator().manual_seed(0))
+    got = ablated.count_votes(images, 500, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ref, got)
+    assert loaded(images).shape == (3, 2)

@@ -142,3 +142,23 @@ def plot_confusions(rows: list[dict[str, Any]], path: Path, threat: str = "all")
             ax.set_title(f"{m}\n{label} ({r['threat']})", fontsize=7)
     fig.suptitle("confusion [[TN, FP], [FN, TP]]: rows true 6/7, columns predicted 6/7", fontsize=8)
     return _save(fig, path)
+
+
+def plot_certified(records: list[dict[str, Any]], path: Path) -> Path | None:
+    """Certified L0 accuracy vs radius, one step curve per randomized-ablation model.
+
+    ``records``: ``certified.json`` (:mod:`advdefense.evaluation.certified`). Certificates,
+    plotted apart from the empirical L0 curves (``l0_<attack>.png``).
+    """
+    if not records:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for rec in sorted(records, key=lambda r: r["model"]):
+        ax.step(rec["radii"], rec["certified_accuracy"], "-", where="post",
+                label=f"{rec['model']} (keep {rec['keep']}, n={rec['n_images']}, N={rec['n']:,})")
+    ax.set(xlabel="L0 radius (changed pixels, of 784)", ylabel="certified accuracy",
+           xlim=(0, max(max(r["radii"]) for r in records)), ylim=(-0.02, 1.02),
+           title="Certified L0 accuracy (randomized ablation; guarantees, not attacks)")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
