@@ -18,7 +18,7 @@ class SmallCNN(nn.Module):
     epoch over the ~10k training images takes seconds on two CPU cores.
 
     Shape:
-        input (N, 1, 28, 28) float in [0, 1]; output (N, num_classes) logits,
+        input (N, in_channels, 28, 28) float in [0, 1]; output (N, num_classes) logits,
         index 0 = digit 6, index 1 = digit 7.
 
     Args:
@@ -26,10 +26,11 @@ class SmallCNN(nn.Module):
         hidden: width of the hidden fully connected layer.
         num_classes: number of logits.
         dropout: dropout probability before the last layer.
+        in_channels: input channels (2 for a randomized-ablation base net: values + mask).
     """
 
     def __init__(self, channels: tuple[int, int] | list[int] = (16, 32), hidden: int = 128,
-                 num_classes: int = 2, dropout: float = 0.0) -> None:
+                 num_classes: int = 2, dropout: float = 0.0, in_channels: int = 1) -> None:
         super().__init__()
         if len(channels) != 2 or any(int(c) < 1 for c in channels):
             raise ConfigError("model.net.channels", list(channels), "two positive integers")
@@ -37,9 +38,11 @@ class SmallCNN(nn.Module):
             raise ConfigError("model.net.hidden", hidden, "a positive integer")
         if not 0.0 <= float(dropout) < 1.0:
             raise ConfigError("model.net.dropout", dropout, "a number in [0, 1)")
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ConfigError("model.net.in_channels", in_channels, "a positive integer")
         c1, c2 = (int(c) for c in channels)
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, c1, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, kernel_size=5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
         )
         self.head = nn.Sequential(

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from advdefense.evaluation.metrics import wilson
 from advdefense.evaluation.worst_case import HEADLINE_K, WORST_DENSE, WORST_STRESS
 from advdefense.registry import atomic_write_text
 
@@ -355,6 +356,51 @@ def l0_section(curves: list[dict[str, Any]]) -> list[str]:
                         "median pixels per success"], body), ""]
 
 
+def certified_section(records: list[dict[str, Any]], goals: dict[str, Any] | None = None) -> list[str]:
+    """Certified L0 accuracy of randomized-ablation models (``certified.json``), with its goals.
+
+    Guarantees, not attack results: kept in their own section and never mixed into the
+    empirical rows or worst cases.
+    """
+    if not records:
+        return []
+    radii = [r for r in (0, 1, 2, 4, 8, 12, 16, 20, 25, 30) if r <= max(records[0]["radii"])]
+    body = []
+    for rec in sorted(records, key=lambda r: r["model"]):
+        at = dict(zip(rec["radii"], rec["certified_accuracy"], strict=True))
+        body.append([f"`{rec['model']}`", str(rec["keep"]), str(rec["n_images"]), f"{rec['n']:,}",
+                     f"{rec['alpha']:g}", _f(rec["smoothed_accuracy"]), _f(rec["abstain"]),
+                     *(_f(at.get(r)) for r in radii), f"{rec['median_radius']:g}"])
+    out = ["## Certified L0 accuracy (randomized ablation)", "",
+           "Guarantees, not attack results: an image counts at radius r if the smoothed "
+           "prediction is correct and no change of at most r of its 784 pixels can alter it, "
+           "each certificate holding with probability >= 1 - alpha (Levine & Feizi's condition "
+           "p_lower > 0.5 + Delta(r), p_lower a Clopper-Pearson bound from n ablations per image "
+           "after n0 = 100 that pick the class). `keep`: pixels each ablation keeps; `smoothed "
+           "acc`: correct and not abstained; the empirical rows of these models attack their "
+           "EOT forward (see the model's `n_eval`).", "",
+           *_md_table(["model", "keep", "n images", "samples n", "alpha", "smoothed acc",
+                       "abstain", *(f"r={r}" for r in radii), "median radius"], body), ""]
+    spec = (goals or {}).get("certified")
+    if spec:
+        mine = [r for r in records if r["model"].startswith(spec.get("model_prefix", ""))] or records
+        best = max(mine, key=lambda r: r["certified_accuracy"][min(8, len(r["radii"]) - 1)])
+        at = dict(zip(best["radii"], best["certified_accuracy"], strict=True))
+        rows = []
+        for g in spec["rows"]:
+            ours, n = at.get(g["radius"]), best["n_images"]
+            row = None
+            if ours is not None:  # the certified count over n images, with its Wilson interval
+                lo, hi = wilson(round(ours * n), n)
+                row = {"accuracy": ours, "accuracy_lo": lo, "accuracy_hi": hi}
+            word = verdict(row, g["goal"])
+            rows.append([g["label"], f"{g['goal']:.2f}", _ci(row) if row else DASH, str(n),
+                         f"**{word}**" if word.startswith("missed") else word, g["anchor"]])
+        out += [f"Goals (model `{best['model']}`; {spec['source']})", "",
+                *_md_table(["goal", "target", "ours (95% CI)", "n", "verdict", "anchor"], rows), ""]
+    return out
+
+
 def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any],
                examples: dict[str, Any], curves: list[dict[str, Any]] | None = None,
                kinds: dict[str, str] | None = None) -> list[Path]:
@@ -380,6 +426,7 @@ def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any]
     for attack in sorted({c["attack"] for c in curves or []}):
         made.append(plots.plot_l0(curves or [], attack, pdir / f"l0_{attack}.png", kinds=kinds))
     made.append(plots.plot_confusions(rows, pdir / "confusion.png"))
+    made.append(plots.plot_certified(_read(out_dir / "certified.json", []), pdir / "certified_l0.png"))
     return [p for p in made if p is not None]
 
 
@@ -432,6 +479,8 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
              *goals_section(rows, experiment_goals(experiment), meta.get("kinds"),
                             meta.get("members")),
              *l0_section(curves),
+             *certified_section(_read(out_dir / "certified.json", []),
+                               experiment_goals(experiment)),
              "## The paper's tables beside ours", "",
              *[f"* {n}" for n in paper["notes"]], "",
              *single_model_tables(rows, paper), *integrated_tables(rows, paper),

@@ -17,6 +17,7 @@ from advdefense.checks import ConfigError, check_choice
 from advdefense.cli.common import build, log, plain, print_table, quiet_third_party, setup_wandb_env
 from advdefense.ensembles import member_names
 from advdefense.evaluation.cache import CellCache, file_hash
+from advdefense.evaluation.certified import CertifyConfig, certify_models, write_certified
 from advdefense.evaluation.grid import MissingSurrogateError
 from advdefense.evaluation.pipeline import SanityConfig, SweepConfig, evaluate_models, subsample
 from advdefense.evaluation.threats import THREATS, AttackSpec, EvalModel
@@ -207,6 +208,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
               "kinds": {m.name: getattr(m.module, "kind", "member") for m in models},
               "members": members},
         attack_n=attack_budget(cfg, len(labels)))
+    certified = run_certification(cfg, models, images, labels, cache, out_dir)
+    if certified:
+        result["certified"] = certified
     from advdefense.report import write_report
 
     report = write_report(out_dir, models_dir=cfg.paths.models_dir)
@@ -228,6 +232,41 @@ def summary(rows: list[dict[str, Any]], experiment: str | None = None) -> None:
                 "results.csv)", [dict(zip(header, line, strict=True)) for line in body])
     if (goals := goals_summary(rows, experiment)) is not None:
         log.info(goals)
+
+
+def certify_config(cfg: DictConfig) -> CertifyConfig | None:
+    """``eval.certify`` as plain settings (None when disabled), each value checked."""
+    c = cfg.eval.get("certify")
+    if not c or not c.get("enabled", True):
+        return None
+    for key in ("n0", "n", "batch_size"):
+        v = c.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"eval.certify.{key}", v, "a positive integer")
+    alpha = c.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
+        raise ConfigError("eval.certify.alpha", alpha, "a number in (0, 1)")
+    r = c.get("max_radius")
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 784:
+        raise ConfigError("eval.certify.max_radius", r, "an integer in [0, 783]")
+    images = c.get("images")
+    if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 1):
+        raise ConfigError("eval.certify.images", images,
+                          "a positive integer (stratified subset), or null for every evaluated image")
+    return CertifyConfig(int(c.n0), int(c.n), float(alpha), int(c.batch_size), int(r), images)
+
+
+def run_certification(cfg: DictConfig, models: list[EvalModel], images: torch.Tensor,
+                      labels: torch.Tensor, cache: CellCache, out_dir: Path) -> list[dict[str, Any]]:
+    """Certify the randomized-ablation models among ``models``; writes ``certified.json``."""
+    config = certify_config(cfg)
+    if config is None:
+        return []
+    records = certify_models(models, images, labels, config, cache, int(cfg.get("seed", 0)),
+                             bool(cfg.eval.progress))
+    if records:
+        write_certified(out_dir, records)
+    return records
 
 
 def _log_wandb(cfg: DictConfig, out_dir: Path, rows: list[dict[str, Any]]) -> None:
