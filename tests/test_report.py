@@ -48,26 +48,29 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     from advdefense.report import goals_section, robust_goals
 
     goals = robust_goals()
-    assert {g["attack"] for g in goals["rows"]} >= {"none", "fgsm", "pgd", "jsma",
+    assert {g["attack"] for g in goals["rows"]} >= {"none", "fgsm", "autoattack", "jsma_k20",
+                                                     "sparse_pgd_k20", "sparse_rs_k20",
                                                      "spatial_engstrom", "spatial_uae",
-                                                     "local_search", "worst_case"}
+                                                     "worst_case"}
     rows = [_row("stacker", "none", "whitebox", 0.999), _row("stacker", "fgsm", "whitebox", 0.90),
             _row("stacker", "worst_case", "all", 0.40), _row("m1", "worst_case", "all", 0.45),
             _row("m2", "worst_case", "all", 0.10), _row("vote", "worst_case", "all", 0.9)]
     text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member",
                                                  "m2": "member", "vote": "ensemble"}))
-    none_line = next(line for line in text.splitlines() if line.startswith("| none |"))
+    none_line = next(line for line in text.splitlines() if line.startswith("| clean |"))
     assert none_line.endswith("| within interval |")  # 0.999 >= 0.995 > its lower bound 0.949
     fgsm_line = next(line for line in text.splitlines() if line.startswith("| FGSM"))
     assert "missed by 0.080" in fgsm_line and "0.019" in fgsm_line  # the paper's Table VII
-    assert "not run" in next(line for line in text.splitlines() if line.startswith("| JSMA"))
+    assert "not run" in next(line for line in text.splitlines() if line.startswith("| L0 k=20, JSMA"))
     assert "best member `m1`" in text and "**less robust than**" in text  # 0.40 < 0.45; vote ignored
     assert "also takes the grid's other attacks" not in text
     assert "Wilson lower bound" in text  # the verdict words are explained
     assert "tried" not in text and "issue 6" not in text  # the research diary is docs/results.md
-    rows.append(_row("stacker", "sparse_pgd", "whitebox", 0.0))
-    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"}))
-    assert "also takes the grid's other attacks (`sparse_pgd`)" in text
+    rows += [_row("stacker", "pgd", "whitebox", 0.9), _row("stacker", "sparse_pgd", "whitebox", 0.0)]
+    l0_78 = {"set": "l0", "k": 78, "direction": "both", "access": "gradient"}
+    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"},
+                                   threat_models={"sparse_pgd": l0_78}))
+    assert "also takes the grid's other attacks (`pgd`)" in text  # the 78-pixel row is stress
     assert goals_section([_row("m1", "none", "whitebox", 1.0)], goals) == []
     # white-box worst case compared too; both broken says so instead of "at least as robust"
     rows = [_row("stacker", "worst_case", "whitebox", 0.0), _row("m1", "worst_case", "whitebox", 0.0),
@@ -197,8 +200,8 @@ def test_goals_summary_counts_verdicts():
     from advdefense.report import goals_summary
 
     rows = [_row("stacker", "none", "whitebox", 1.0) | {"accuracy_lo": 0.996},  # goal 0.995
-            _row("stacker", "pgd", "whitebox", 0.96),  # goal 0.95, lower bound 0.91
+            _row("stacker", "autoattack", "whitebox", 0.96),  # goal 0.95, lower bound 0.91
             _row("stacker", "fgsm", "whitebox", 0.5)]
     assert goals_summary(rows, "robust") == ("goals of experiment=robust (`stacker`): 1 met, "
-                                             "1 within interval, 1 missed, 5 not run of 8")
+                                             "1 within interval, 1 missed, 6 not run of 9")
     assert goals_summary(rows, "paper_quick") is None

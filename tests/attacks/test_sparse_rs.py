@@ -72,7 +72,9 @@ def test_early_exit_and_misclassified_inputs_left_alone(undefended_cnn, digits) 
     assert torch.equal(res.queries[clean_ok], torch.ones(int(clean_ok.sum()), dtype=torch.long))
     assert torch.equal(res.images[clean_ok], x[clean_ok])
     res = SparseRS(k=20, max_queries=300).run(undefended_cnn, x, y)
-    assert res.success.any() and (res.queries[res.success] < 300).all()
+    # early exit: a fooled image stops at its fooling query (the last one at the latest)
+    assert res.success.any() and (res.queries[res.success] <= 300).all()
+    assert (res.queries[res.success] < 300).any()
     assert (res.queries[~res.success] == 300).all()  # the budget is spent where it failed
 
 

@@ -20,6 +20,7 @@ from advdefense.attacks.base import (
     improves,
     input_grad,
 )
+from advdefense.attacks.threat import Gradient, Linf, ThreatModel
 from advdefense.checks import check_choice, check_range
 
 
@@ -119,6 +120,11 @@ class APGD(Attack):
         return APGD(**cfg | {"steps": cfg["steps"] * int(steps),
                              "restarts": cfg["restarts"] * int(restarts),
                              "seed": cfg["seed"] + int(seed)})
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """L-infinity ball of radius ``eps``, gradient access."""
+        return ThreatModel(Linf(self.eps), Gradient())
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              generator: torch.Generator, need_success: bool = True) -> AttackResult:

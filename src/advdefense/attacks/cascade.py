@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from advdefense.attacks.base import Attack, AttackResult, eval_mode, predict, standard_layout
+from advdefense.attacks.threat import Gradient, Queries, ThreatModel, threat_model_of
 from advdefense.checks import ConfigError, check_images, check_labels
 
 
@@ -97,6 +98,19 @@ class Cascade(Attack):
                 fooled_by[idx[success]] = k
                 robust[idx[success]] = False
         return AttackResult(standard_layout(out), ~robust, queries, {"fooled_by": fooled_by})
+
+    @property
+    def threat_model(self) -> ThreatModel | None:
+        """The members' common perturbation set, with gradient access if any member uses
+        gradients (else the members' summed query budgets); None when the sets differ (an
+        undeclared row counts in every worst case)."""
+        models = [threat_model_of(a) for a in self.attacks]
+        if any(m is None for m in models) or len({m.perturbation for m in models}) != 1:
+            return None
+        if all(m.query_only for m in models):
+            return ThreatModel(models[0].perturbation,
+                               Queries(sum(m.access.budget for m in models)))
+        return ThreatModel(models[0].perturbation, Gradient())
 
     def _run(self, *args: Any, **kwargs: Any) -> AttackResult:  # pragma: no cover - run() above
         raise NotImplementedError("Cascade overrides run()")
