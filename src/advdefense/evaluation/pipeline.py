@@ -21,6 +21,12 @@ import torch
 from advdefense.evaluation.cache import CellCache, cell_key
 from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
 from advdefense.evaluation.l0_curves import l0_curves
+from advdefense.evaluation.masking import (
+    DEFAULT_SQUEEZE_SURROGATES,
+    SqueezeSurrogate,
+    masking_checks,
+    with_gradient_variants,
+)
 from advdefense.evaluation.results import to_row, write_csv, write_json
 from advdefense.evaluation.sanity import apply_flags, gradient_checks, grid_checks, sweep_checks
 from advdefense.evaluation.sweeps import eps_sweep, spatial_sweep
@@ -48,9 +54,15 @@ class SweepConfig:
 
 @dataclass
 class SanityConfig:
+    """Tolerances of the sanity checks, and the gradient variants of white-box PGD
+    (:mod:`advdefense.evaluation.masking`: squeeze surrogates on models with a feature squeeze,
+    the members' margins on a majority vote; none and False = straight-through PGD only)."""
+
     tol: float = 0.01
     eps1_max_acc: float = 0.05
     max_zero_grad: float = 0.05
+    squeeze_surrogates: Sequence[SqueezeSurrogate] = DEFAULT_SQUEEZE_SURROGATES
+    vote_members: bool = True
 
 
 def l0_budgets(attacks: Sequence[AttackSpec]) -> dict[str, int]:
@@ -121,6 +133,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     """
     _need_surrogate(threats, surrogate)
     sanity = sanity or SanityConfig()
+    attacks = with_gradient_variants(attacks, sanity.squeeze_surrogates, sanity.vote_members)
     start = time.perf_counter()
     sid = subset_id("test", torch.arange(len(labels))) + cell_key({"l": labels.tolist()})[:8]
     attack_n = {k: int(v) for k, v in (attack_n or {}).items()
@@ -134,6 +147,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
     checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol,
                          records, labels, l0_budgets(attacks))
+    checks += masking_checks(records, sanity.tol)
     if sweep is not None:
         t0 = time.perf_counter()
         sweeps, more = _run_sweeps(models, images, labels, surrogate, cache, sweep, sanity,

@@ -85,8 +85,9 @@ def craft(spec: AttackSpec, target: nn.Module, images: torch.Tensor,
           labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
     """Run ``spec.attack`` against ``target``; returns adversarial images and summary info.
 
-    The summary has ``queries_mean`` when the attack reports queries, and the per-example
-    extras of ``AttackResult.info`` (e.g. spatial ``angle``, ``dx``, ``dy``) as lists.
+    The summary has ``queries_mean`` when the attack reports queries, the per-example
+    extras of ``AttackResult.info`` (e.g. spatial ``angle``, ``dx``, ``dy``) as lists, and its
+    plain JSON entries as they are (``evaluation.masking``'s ``variants``).
     """
     if spec.attack is None:
         return images, {}
@@ -101,4 +102,6 @@ def craft(spec: AttackSpec, target: nn.Module, images: torch.Tensor,
     for key, value in (result.info or {}).items():
         if isinstance(value, torch.Tensor) and value.ndim == 1:
             info[key] = [round(float(v), 4) for v in value]
+        elif isinstance(value, str | int | float | list | dict):  # plain JSON, e.g. the
+            info[key] = value                                     # gradient variants' summary
     return result.images.detach().clamp(0, 1), info
