@@ -94,7 +94,7 @@ class MemberMargins(nn.Module):
         m = diff.shape[1]
         median = (diff[:, (m - 1) // 2] + diff[:, m // 2]) / 2
         surrogate = torch.stack([-median / 2, median / 2], 1)
-        return out + (surrogate - surrogate.detach())
+        return out.detach() + (surrogate - surrogate.detach())
 
 
 class MeanLogits(MemberEnsemble):

@@ -92,8 +92,10 @@ MEDIAN_GRADIENTS = ("exact", "mean")
 def median_filter(images: torch.Tensor, window: int = 3, gradient: str = "exact") -> torch.Tensor:
     """Median over a ``window`` x ``window`` neighbourhood (odd window; 1 = no-op).
 
-    The median's exact gradient reaches only the one pixel that is the median of each window,
-    so most pixels get none. ``gradient="mean"`` keeps the exact median's value but
+    The median's exact gradient reaches only the one pixel that is the median of each window:
+    a pixel that is no window's median gets none (11% of a test digit's pixels, 20% of those
+    in [0.2, 0.8] that eps = 0.3 could push across a binarizing threshold, measured on a
+    trained squeeze member). ``gradient="mean"`` keeps the exact median's value but
     back-propagates as the window mean (a box filter, BPDA): every pixel of the window gets a
     share, as if the median were its smooth neighbour, the mean.
     """

@@ -5,8 +5,8 @@ the forward pass is exact:
 
 * **Feature squeezing** (median filter, then binarization). The rounding has no gradient, so
   the white-box threat model back-propagates straight through it; and the median's exact
-  gradient reaches only the one pixel that is the median of each window, so most pixels get
-  none. A *squeeze surrogate* (:class:`SqueezeSurrogate`) back-propagates the median as the
+  gradient reaches only the one pixel that is the median of each window, so a pixel that is
+  no window's median gets none and the others only their windows' share. A *squeeze surrogate* (:class:`SqueezeSurrogate`) back-propagates the median as the
   window mean and the rounding as a sigmoid of a given temperature
   (:func:`advdefense.preprocess.squeeze_gradient`; forward values unchanged).
 * **The majority vote**. Its gradient is that of the soft vote, which vanishes where members
