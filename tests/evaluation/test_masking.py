@@ -185,3 +185,25 @@ def test_vote_members_margins_beat_its_own_output_and_the_row_keeps_the_worst(
     check = masking_checks([{"model": "vote", "attack": "pgd", "threat": "whitebox", "n": 64,
                              "info": result.info}])
     assert [(c["check"], c["passed"]) for c in check] == [(VOTE_CHECK, False)]
+
+
+def test_eval_config_builds_the_variants_and_names_bad_keys(tmp_path):
+    from helpers import compose
+
+    from advdefense.checks import ConfigError
+    from advdefense.cli.evaluate import sanity_config
+    from advdefense.evaluation.masking import DEFAULT_SQUEEZE_SURROGATES
+
+    cfg = sanity_config(compose("evaluate", [], tmp_path, tmp_path))
+    assert tuple(cfg.squeeze_surrogates) == DEFAULT_SQUEEZE_SURROGATES and cfg.vote_members
+    off = sanity_config(compose("evaluate", ["eval.sanity.squeeze_surrogates=[]",
+                                             "eval.sanity.vote_members=false"], tmp_path, tmp_path))
+    assert off.squeeze_surrogates == () and off.vote_members is False
+    for override, expected in (
+            ("eval.sanity.squeeze_surrogates=[{median: max}]", "median"),
+            ("eval.sanity.squeeze_surrogates=[{median: mean, temperature: -1}]", "temperature"),
+            ("eval.sanity.squeeze_surrogates=[{median: exact, temperature: null}]", "always runs"),
+            ("eval.sanity.squeeze_surrogates=[{temp: 1}]", "keys median")):
+        with pytest.raises(ConfigError, match=r"eval.sanity.squeeze_surrogates\[0\]") as err:
+            sanity_config(compose("evaluate", [override], tmp_path, tmp_path))
+        assert expected in str(err.value)
