@@ -5,7 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advdefense.ensembles import MajorityVote, MeanLogits, StackedLogits, member_names
+from advdefense.ensembles import (
+    MajorityVote,
+    MeanLogits,
+    MemberMargins,
+    StackedLogits,
+    member_names,
+)
 from advdefense.nets import StackerMLP
 
 
@@ -90,3 +96,25 @@ def test_skip_mean_stacker_starts_as_the_logit_mean_and_learns_a_correction():
         StackerMLP(6, [8], skip="max")
     with pytest.raises(ConfigError, match="multiple of num_classes"):
         StackerMLP(5, [8], skip="mean")
+
+
+def test_member_margins_keep_the_votes_value_and_take_the_median_members_gradient():
+    """Confident members saturate the soft vote; the surrogate's gradient is the deciding
+    (median) member's margin, whatever the others' confidence."""
+    confident = {"m1": Fixed(100.0, -100.0), "m2": Fixed(-200.0, 300.0), "m3": Fixed(50.0, 40.0)}
+    vote = MajorityVote(confident)
+    x = torch.rand(5, 1, 28, 28) * 0.5 + 0.25          # mean pixel ~0.5: d = -100, 250, -5
+    assert torch.equal(MemberMargins(vote)(x), vote(x))
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(MemberMargins(vote)(x)[:, 1].sum(), x)
+    # the median of d = (b - a) * mean + 0.1 is member m3's: d/dx (d3 / 2) = -10 / 2 / 784
+    torch.testing.assert_close(grad, torch.full_like(x, -5.0 / 784))
+    (own,) = torch.autograd.grad(vote(x)[:, 1].sum(), x)
+    assert own.abs().max() < 0.1 * grad.abs().max()   # the soft vote is saturated: tie-break only
+
+
+def test_member_margins_need_a_vote():
+    import pytest
+
+    with pytest.raises(TypeError, match="MajorityVote"):
+        MemberMargins(MeanLogits(members()))

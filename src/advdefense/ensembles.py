@@ -65,6 +65,38 @@ class MajorityVote(MemberEnsemble):
         return soft + (hard - soft).detach() + 1e-3 * logits.mean(1)
 
 
+class MemberMargins(nn.Module):
+    """Attack surrogate of a :class:`MajorityVote`: its exact output, the gradient of the
+    members' margins.
+
+    The vote's own gradient (the soft vote) vanishes where members are confident: their
+    softmax saturates, and only the 1e-3 mean-logit tie-break is left. This module's forward
+    value is the vote's output, bit for bit, so an attack judges success on the real vote; its
+    backward pass is that of the logits ``[-m / 2, m / 2]``, where ``m`` is the median over
+    the members of the logit difference ``z_7 - z_6`` (for an even number of members, the mean
+    of the two middle ones). The majority flips when the median member does, so raising the
+    loss of the true class moves exactly the member(s) that decide the vote, whatever their
+    confidence, and the gradient is never zero while those members' logits depend on the input.
+
+    Shape: images (N, 1, 28, 28) in [0, 1] -> (N, 2), the values of ``vote(images)``.
+    """
+
+    def __init__(self, vote: MajorityVote) -> None:
+        super().__init__()
+        if not isinstance(vote, MajorityVote):
+            raise TypeError(f"MemberMargins needs a MajorityVote, got {type(vote).__name__}")
+        self.vote = vote
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.vote.member_logits(images)                     # (N, M, 2)
+        out = self.vote.combine(logits)
+        diff = (logits[..., 1] - logits[..., 0]).sort(1).values      # (N, M), ascending
+        m = diff.shape[1]
+        median = (diff[:, (m - 1) // 2] + diff[:, m // 2]) / 2
+        surrogate = torch.stack([-median / 2, median / 2], 1)
+        return out.detach() + (surrogate - surrogate.detach())
+
+
 class MeanLogits(MemberEnsemble):
     """The mean of the members' logits."""
 

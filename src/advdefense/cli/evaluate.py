@@ -19,6 +19,7 @@ from advdefense.ensembles import member_names
 from advdefense.evaluation.cache import CellCache, file_hash
 from advdefense.evaluation.certified import CertifyConfig, certify_models, write_certified
 from advdefense.evaluation.grid import MissingSurrogateError
+from advdefense.evaluation.masking import SqueezeSurrogate
 from advdefense.evaluation.pipeline import SanityConfig, SweepConfig, evaluate_models, subsample
 from advdefense.evaluation.threats import THREATS, AttackSpec, EvalModel
 from advdefense.registry import list_models, load_model, model_path
@@ -172,6 +173,27 @@ def sweep_config(cfg: DictConfig) -> SweepConfig | None:
                        angles=list(s.angles), shifts=list(s.shifts), gradient_n=int(s.gradient_n))
 
 
+def sanity_config(cfg: DictConfig) -> SanityConfig:
+    """``eval.sanity``: tolerances and the gradient variants of white-box PGD."""
+    s = cfg.eval.sanity
+    surrogates = []
+    for i, node in enumerate(s.get("squeeze_surrogates") or []):
+        key = f"eval.sanity.squeeze_surrogates[{i}]"
+        if not isinstance(node, DictConfig) or set(node) - {"median", "temperature"}:
+            raise ConfigError(key, plain(node) if isinstance(node, DictConfig) else node,
+                              "a mapping with keys median (mean or exact) and temperature "
+                              "(> 0, or null for straight-through)")
+        try:
+            surrogates.append(SqueezeSurrogate(node.get("median", "mean"), node.get("temperature")))
+        except ConfigError as exc:
+            raise ConfigError(key, plain(node), f"{exc.key}={exc.value!r}: {exc.allowed}") from exc
+    vote = s.get("vote_members", True)
+    if not isinstance(vote, bool):
+        raise ConfigError("eval.sanity.vote_members", vote, "true or false")
+    return SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad),
+                        convergence_n(s.get("convergence_n", 0)), tuple(surrogates), vote)
+
+
 def _data(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
     from advdefense.data import load_mnist67
 
@@ -197,11 +219,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     cache = CellCache(cfg.eval.cache_dir, enabled=bool(cfg.eval.cache))
     members = {m.name: names for m in models if (names := member_names(m.module))}
-    s = cfg.eval.sanity
     result = evaluate_models(
         models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
-        sweep_config(cfg), SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad),
-                                        convergence_n(s.get("convergence_n", 0))),
+        sweep_config(cfg), sanity_config(cfg),
         seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
         meta={"name": cfg.name, "experiment": cfg.eval.get("experiment"),
               "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),

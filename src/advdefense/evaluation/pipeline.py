@@ -23,6 +23,12 @@ from advdefense.evaluation.cache import CellCache, cell_key
 from advdefense.evaluation.convergence import convergence_runs
 from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
 from advdefense.evaluation.l0_curves import l0_curves
+from advdefense.evaluation.masking import (
+    DEFAULT_SQUEEZE_SURROGATES,
+    SqueezeSurrogate,
+    masking_checks,
+    with_gradient_variants,
+)
 from advdefense.evaluation.results import to_row, write_csv, write_json
 from advdefense.evaluation.sanity import (
     apply_flags,
@@ -56,10 +62,16 @@ class SweepConfig:
 
 @dataclass
 class SanityConfig:
+    """Tolerances of the sanity checks, and the gradient variants of white-box PGD
+    (:mod:`advdefense.evaluation.masking`: squeeze surrogates on models with a feature squeeze,
+    the members' margins on a majority vote; none and False = straight-through PGD only)."""
+
     tol: float = 0.01
     eps1_max_acc: float = 0.05
     max_zero_grad: float = 0.05
     convergence_n: int = 0    # images per convergence run (0 = off); see evaluation.convergence
+    squeeze_surrogates: Sequence[SqueezeSurrogate] = DEFAULT_SQUEEZE_SURROGATES
+    vote_members: bool = True
 
 
 def threat_models(attacks: Sequence[AttackSpec]) -> dict[str, ThreatModel | None]:
@@ -119,6 +131,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     """
     _need_surrogate(threats, surrogate)
     sanity = sanity or SanityConfig()
+    attacks = with_gradient_variants(attacks, sanity.squeeze_surrogates, sanity.vote_members)
     start = time.perf_counter()
     sid = subset_id("test", torch.arange(len(labels))) + cell_key({"l": labels.tolist()})[:8]
     attack_n = {k: int(v) for k, v in (attack_n or {}).items()
@@ -132,6 +145,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
     checks = grid_checks(rows, {s.name: s.config.get("eps") for s in attacks}, sanity.tol,
                          records, labels, tms)
+    checks += masking_checks(records, sanity.tol)
     if sanity.convergence_n > 0:
         t0 = time.perf_counter()
         checks += convergence_checks(convergence_runs(

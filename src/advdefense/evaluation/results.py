@@ -3,7 +3,10 @@
 A row is one model x attack x threat: ``model``, ``attack``, ``threat``, ``n``, the metrics
 of :func:`advdefense.evaluation.metrics.classification_metrics` with their Wilson bounds,
 ``confusion`` ([[TN, FP], [FN, TP]], positive = digit 7), ``seconds``, ``queries_mean`` and
-``flags`` (names of the sanity checks that failed for this row; empty = none). ``n`` is the
+``flags`` (names of the sanity checks that failed for this row; empty = none), and for rows
+that are the per-example worst over gradient variants (:mod:`advdefense.evaluation.masking`)
+``gradient_variants`` (each variant's name, accuracy alone and images won; JSON only) and
+``strongest_variant`` (the one with the lowest accuracy alone). ``n`` is the
 number of images the row was computed on (a budgeted attack's subset, see ``eval.attack_n``).
 """
 
@@ -39,6 +42,10 @@ def to_row(record: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
     row["seconds"] = record.get("seconds", 0.0)
     row["queries_mean"] = record.get("info", {}).get("queries_mean")
     row["flags"] = list(record.get("flags", []))
+    variants = record.get("info", {}).get("variants")
+    if isinstance(variants, list) and variants:  # a per-example worst over gradient variants
+        row["gradient_variants"] = variants      # (evaluation.masking): each one's accuracy
+        row["strongest_variant"] = min(variants, key=lambda v: v["accuracy"])["name"]
     return row
 
 

@@ -4,7 +4,10 @@
   unpreprocessed CNN) and fed to every evaluated model. This is what the paper measured.
 * ``whitebox``: the attack gets the whole evaluated model end to end (preprocessing, every
   member, the stacker head). Rounding steps (bit-depth reduction) use straight-through
-  gradients (BPDA), so a white-box number is never inflated by a zero gradient.
+  gradients (BPDA), so a white-box number is never inflated by a zero gradient. White-box
+  PGD also runs through gradient surrogates where straight-through can mislead (the feature
+  squeeze's median, the majority vote's saturated soft vote) and keeps the per-example worst
+  (:mod:`advdefense.evaluation.masking`).
 * ``blackbox``: query-only attacks (local search) against the whole model.
 
 The ``none`` attack (clean images) belongs to every threat model.
@@ -85,8 +88,9 @@ def craft(spec: AttackSpec, target: nn.Module, images: torch.Tensor,
           labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
     """Run ``spec.attack`` against ``target``; returns adversarial images and summary info.
 
-    The summary has ``queries_mean`` when the attack reports queries, and the per-example
-    extras of ``AttackResult.info`` (e.g. spatial ``angle``, ``dx``, ``dy``) as lists.
+    The summary has ``queries_mean`` when the attack reports queries, the per-example
+    extras of ``AttackResult.info`` (e.g. spatial ``angle``, ``dx``, ``dy``) as lists, and its
+    plain JSON entries as they are (``evaluation.masking``'s ``variants``).
     """
     if spec.attack is None:
         return images, {}
@@ -101,4 +105,6 @@ def craft(spec: AttackSpec, target: nn.Module, images: torch.Tensor,
     for key, value in (result.info or {}).items():
         if isinstance(value, torch.Tensor) and value.ndim == 1:
             info[key] = [round(float(v), 4) for v in value]
+        elif isinstance(value, str | int | float | list | dict):  # plain JSON, e.g. the
+            info[key] = value                                     # gradient variants' summary
     return result.images.detach().clamp(0, 1), info
