@@ -190,7 +190,7 @@ def test_replacing_an_entry_keeps_the_previous_one(tmp_path):
 def test_a_failed_write_leaves_the_previous_entry(tmp_path):
     first = _register(tmp_path, 0, 0.996)
     with pytest.raises(RuntimeError):  # the spec does not fit the model: nothing is written
-        register_model(tmp_path, "blur-x", member_pipeline(FeatureSqueeze(), SmallCNN((4, 8), 16)),
+        register_model(tmp_path, "blur-x", member_pipeline(FeatureSqueeze(), SmallCNN((8, 8), 16)),
                        "member", SPEC)
     assert read_entry(first.path)["metrics"] == {"test/acc": 0.996}
 
