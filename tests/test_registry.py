@@ -12,8 +12,15 @@ from advdefense.checks import ImageError
 from advdefense.lit.classifier import member_pipeline
 from advdefense.nets import SmallCNN, StackerMLP
 from advdefense.preprocess import FeatureSqueeze, GaussianBlur
-from advdefense.registry import (RegistryError, list_models, prev_path, read_entry,
-                                 register_model, registry_lock, save_model)
+from advdefense.registry import (
+    RegistryError,
+    list_models,
+    prev_path,
+    read_entry,
+    register_model,
+    registry_lock,
+    save_model,
+)
 
 SPEC = {"preprocess": {"_target_": "advdefense.preprocess.GaussianBlur", "sigma": 1.5,
                        "kernel_size": 7},

@@ -94,7 +94,7 @@ class Foreign:  # pickled into a file: loading must refuse it, never run its cod
     pass
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "truncated", "pickled-object", "registry-file"])
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "pickled-object", "registry-file", "yaml"])
 def test_bad_resume_checkpoint_fails_before_any_work(kind, tmp_path, data_dir):
     path = tmp_path / "bad.ckpt"
     if kind == "corrupt":
@@ -104,6 +104,9 @@ def test_bad_resume_checkpoint_fails_before_any_work(kind, tmp_path, data_dir):
         path.write_bytes(path.read_bytes()[:700])
     elif kind == "pickled-object":
         torch.save({"state_dict": {}, "loops": {}, "x": Foreign()}, path)
+    elif kind == "yaml":
+        path = tmp_path / "none-none.yaml"
+        path.write_text("name: none-none\nseed: 0\n")
     else:
         torch.save({"format": "advdefense-model", "version": 1}, path)
     cfg = compose("train", ["defense=none", f"ckpt_path={path}"], tmp_path, data_dir)
@@ -112,4 +115,6 @@ def test_bad_resume_checkpoint_fails_before_any_work(kind, tmp_path, data_dir):
     msg = str(info.value)
     assert "ckpt_path" in msg and str(path) in msg
     assert ("ckpt_path=last" in msg) or ("start over without ckpt_path" in msg)
+    if kind == "yaml":
+        assert "not a training checkpoint: it is a YAML file" in msg
     assert not (tmp_path / "models").exists() and not (tmp_path / "logs").exists()

@@ -16,9 +16,16 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from advdefense.checks import ConfigError, check_int, check_writable
 from advdefense.cli.common import build, build_callbacks, build_loggers, log, plain, print_table
 from advdefense.cli.failures import in_multirun, record_failure
-from advdefense.cli.resume import (ResumeState, check_training_checkpoint, find_checkpoints,
-                                   furthest, last_checkpoint_path, make_resumable, mark_finished,
-                                   stop_on_sigint)
+from advdefense.cli.resume import (
+    ResumeState,
+    check_training_checkpoint,
+    find_checkpoints,
+    furthest,
+    last_checkpoint_path,
+    make_resumable,
+    mark_finished,
+    stop_on_sigint,
+)
 from advdefense.registry import RegistryError, model_path, read_entry, register_model
 
 
