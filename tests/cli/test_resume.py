@@ -118,3 +118,57 @@ def test_bad_resume_checkpoint_fails_before_any_work(kind, tmp_path, data_dir):
     if kind == "yaml":
         assert "not a training checkpoint: it is a YAML file" in msg
     assert not (tmp_path / "models").exists() and not (tmp_path / "logs").exists()
+
+
+def _run_checkpoint(logs: Path, folder: str, step: int, digest: str | None,
+                    finished: bool = False, mtime: float | None = None) -> Path:
+    data = {"state_dict": {}, "loops": {}, "epoch": 0, "global_step": step}
+    if digest is not None:
+        data["advdefense"] = {"name": "none-none", "digest": digest}
+    path = _fake_training_checkpoint(logs / folder / "checkpoints/last.ckpt", data)
+    if finished:
+        (path.parent / "fit_finished.json").write_text("{}")
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_ckpt_path_last_takes_the_furthest_checkpoint_of_this_config(tmp_path, data_dir, caplog):
+    from advdefense.cli.train import config_digest
+
+    cfg = compose("train", ["defense=none", "ckpt_path=last"], tmp_path, data_dir)
+    digest, logs = config_digest(cfg), tmp_path / "logs" / "train"
+    far = _run_checkpoint(logs, "runs/2024-01-01_00-00-00-aaaaaa_none-none", 100, digest, mtime=10)
+    _run_checkpoint(logs, "runs/2024-01-02_00-00-00-bbbbbb_none-none", 50, digest, mtime=20)
+    _run_checkpoint(logs, "runs/2024-01-03_00-00-00-cccccc_none-none", 900, "another", mtime=30)
+    _run_checkpoint(logs, "runs/2024-01-03_00-00-00-dddddd_none-none", 950, None, mtime=40)
+    with caplog.at_level("INFO", logger="advdefense"):
+        assert _resume_path(cfg) == str(far)  # not the newest folder, not another config's
+    assert "global step 100" in caplog.text and "the furthest of 2 with this config" in caplog.text
+
+    other = compose("train", ["defense=none", "ckpt_path=last", "seed=7"], tmp_path, data_dir)
+    assert _resume_path(other).endswith("dddddd_none-none/checkpoints/last.ckpt")  # legacy, unmarked
+    for p in logs.glob("runs/*dddddd*/checkpoints/last.ckpt"):
+        p.unlink()
+    with pytest.raises(ConfigError, match="none of the 3 last.ckpt of 'none-none'.*global step 900"):
+        _resume_path(other)
+
+
+def test_a_plain_rerun_says_how_to_resume(tmp_path, data_dir, caplog):
+    from advdefense.cli.train import _hint_interrupted, config_digest
+
+    cfg = compose("train", ["defense=none", "data.train_subset=256"], tmp_path, data_dir)
+    digest, logs = config_digest(cfg), tmp_path / "logs" / "train"
+    with caplog.at_level("WARNING", logger="advdefense"):
+        _hint_interrupted(cfg)
+    assert caplog.text == ""
+    _run_checkpoint(logs, "runs/2024-01-01_00-00-00-aaaaaa_none-none", 300, digest, finished=True)
+    _run_checkpoint(logs, "runs/2024-01-02_00-00-00-bbbbbb_none-none", 900, "another")
+    with caplog.at_level("WARNING", logger="advdefense"):
+        _hint_interrupted(cfg)
+    assert caplog.text == "", "a finished run or another config's run is not 'interrupted'"
+    stopped = _run_checkpoint(logs, "runs/2024-01-03_00-00-00-cccccc_none-none", 40, digest)
+    with caplog.at_level("WARNING", logger="advdefense"):
+        _hint_interrupted(cfg)
+    assert "interrupted run with this config" in caplog.text and str(stopped) in caplog.text
+    assert "python train.py defense=none data.train_subset=256 ckpt_path=last" in caplog.text
