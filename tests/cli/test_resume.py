@@ -40,7 +40,8 @@ def uninterrupted(tmp_path_factory, data_dir) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=["SIGTERM", "SIGINT", "SIGKILL"])
 def test_killed_run_resumes_to_identical_weights(sig, uninterrupted, tmp_path, data_dir):
     proc = subprocess.Popen(_cmd(tmp_path, data_dir), cwd=tmp_path, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -52,9 +53,13 @@ def test_killed_run_resumes_to_identical_weights(sig, uninterrupted, tmp_path, d
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
     assert not (tmp_path / "models" / "none-none.ckpt").exists(), "the run was not interrupted"
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 143, out[-3000:]
-        assert "SIGTERM: saved" in out and "ckpt_path=last" in out
+    if sig in (signal.SIGTERM, signal.SIGINT):
+        name = signal.Signals(sig).name
+        assert proc.returncode == (143 if sig == signal.SIGTERM else 130), out[-3000:]
+        assert f"{name}: saved" in out, out[-3000:]
+        # the exact command: this run's overrides, then ckpt_path=last
+        assert f"stopped by {name}" in out and f"Resume with: python train.py {' '.join(RUN)}" in out
+        assert "Detected KeyboardInterrupt" not in out
     else:
         assert proc.returncode == -signal.SIGKILL
 
