@@ -253,10 +253,19 @@ def _train(cfg: DictConfig) -> dict[str, float]:
 def _stopped(cfg: DictConfig, trainer: pl.Trainer, sig: str) -> None:
     """After SIGTERM / Ctrl-C stopped ``fit``: say what was saved and how to resume; exit."""
     saved = last_checkpoint_path(trainer)
-    where = (f"the run is saved in {saved}" if saved is not None and saved.is_file()
-             else "no checkpoint was saved (callbacks.model_checkpoint / step_checkpoint off?)")
+    if saved is not None and saved.is_file():
+        where = f"the run is saved in {saved}"
+        # ckpt_path=last where it finds this file; else (an experiment's stage folder) the file
+        digest = config_digest(cfg)
+        found = [i for i in find_checkpoints(cfg.paths.log_dir, cfg.task_name, cfg.name)
+                 if i.digest == digest]
+        last = found and furthest(found).path.resolve() == saved.resolve()
+        resume = "ckpt_path=last" if last else f"ckpt_path={saved.resolve()}"
+    else:
+        where = "no checkpoint was saved (callbacks.model_checkpoint / step_checkpoint off?)"
+        resume = "ckpt_path=last"
     log.error("'%s' stopped by %s; %s. Resume with: %s", cfg.name, sig, where,
-              rerun_command("ckpt_path=last"))
+              rerun_command(resume))
     raise SystemExit(130 if sig == "SIGINT" else 143) from None
 
 
