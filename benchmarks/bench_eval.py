@@ -102,7 +102,9 @@ def main() -> None:
     if synthetic:
         models_dir = tmp / "models"
         synthetic_registry(models_dir)
-    present = sorted(p.stem for p in models_dir.glob("*.ckpt"))
+    from advdefense.registry import list_models
+
+    present = list_models(models_dir)  # not the replaced <name>.prev.ckpt files
     models = present if args.all_models else [m for m in PAPER_MODELS if m in present]
     cmd = [sys.executable, str(ROOT / "evaluate.py"), f"paths.models_dir={models_dir}",
            f"paths.log_dir={tmp}/logs", "eval.cache=false", "eval.progress=false",

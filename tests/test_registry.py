@@ -12,7 +12,15 @@ from advdefense.checks import ImageError
 from advdefense.lit.classifier import member_pipeline
 from advdefense.nets import SmallCNN, StackerMLP
 from advdefense.preprocess import FeatureSqueeze, GaussianBlur
-from advdefense.registry import RegistryError, list_models, read_entry, save_model
+from advdefense.registry import (
+    RegistryError,
+    list_models,
+    prev_path,
+    read_entry,
+    register_model,
+    registry_lock,
+    save_model,
+)
 
 SPEC = {"preprocess": {"_target_": "advdefense.preprocess.GaussianBlur", "sigma": 1.5,
                        "kernel_size": 7},
@@ -83,7 +91,7 @@ def test_corrupt_file(saved, damage):
         path.write_bytes(b"not a checkpoint at all")
     else:
         path.write_bytes(data[:100] + bytes(b ^ 0xFF for b in data[100:400]) + data[400:])
-    with pytest.raises(RegistryError, match="corrupt|not an advdefense|do not fit"):
+    with pytest.raises(RegistryError, match="corrupt|not an advdefense|not a model file|do not fit"):
         advdefense.load_model(path)
 
 
@@ -131,3 +139,82 @@ def test_save_is_atomic_and_checks_the_spec(tmp_path):
         save_model(tmp_path / "bad.ckpt", model, "member", "bad",
                    {**SPEC, "net": {"_target_": "advdefense.nets.SmallCNN"}})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_float64_images_are_converted(saved):
+    path, model = saved
+    loaded = advdefense.load_model(path)
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64, requires_grad=True)
+    logits = loaded(x)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, model.eval()(x.detach().float()))
+    logits.sum().backward()  # attacks on float64 inputs get float64 gradients
+    assert x.grad is not None and x.grad.dtype == torch.float64
+    for bad in (torch.zeros(1, 1, 28, 28, dtype=torch.uint8), torch.zeros(1, 1, 28, 28, dtype=torch.int64)):
+        with pytest.raises(ImageError, match="floating point"):
+            loaded(bad)
+
+
+def test_yaml_is_not_a_model_file(saved):
+    path, _ = saved
+    yaml = path.with_suffix(".yaml")
+    yaml.write_text("name: blur-x\nseed: 0\nmodel:\n  lr: 0.001\n")
+    with pytest.raises(RegistryError, match="is not a model file: it is a YAML file") as info:
+        advdefense.load_model(yaml)
+    assert f"the model itself is {path}" in str(info.value)
+    notes = path.parent / "notes.ckpt"
+    notes.write_text("just some text\n")
+    with pytest.raises(RegistryError, match="not a model file: it is a text file"):
+        advdefense.load_model(notes)
+
+
+def _register(tmp_path, seed: int, acc: float):
+    return register_model(tmp_path, "blur-x", _member(seed), "member", SPEC,
+                          {"test/acc": acc}, yaml_text=f"seed: {seed}\n")
+
+
+def test_replacing_an_entry_keeps_the_previous_one(tmp_path):
+    first = _register(tmp_path, 0, 0.996)
+    assert first.previous is None and "replacing the previous entry" not in first.message()
+    old_bytes = first.path.read_bytes()
+    second = _register(tmp_path, 1, 0.518)
+    assert second.path == first.path == tmp_path / "blur-x.ckpt"
+    assert second.previous == prev_path(second.path) == tmp_path / "blur-x.prev.ckpt"
+    assert second.previous.read_bytes() == old_bytes  # the old entry, intact and loadable
+    assert read_entry(second.previous)["metrics"] == {"test/acc": 0.996}
+    assert read_entry(second.path)["metrics"] == {"test/acc": 0.518}
+    assert (tmp_path / "blur-x.prev.yaml").read_text() == "seed: 0\n"
+    assert (tmp_path / "blur-x.yaml").read_text() == "seed: 1\n"
+    msg = second.message()
+    assert "test/acc 0.5180" in msg and "test/acc 0.9960" in msg and "WORSE" in msg
+    assert f"mv {second.previous} {second.path}" in msg
+    assert list_models(tmp_path) == ["blur-x"]  # .prev is not an entry
+    third = _register(tmp_path, 2, 0.999)
+    assert "WORSE" not in third.message()
+    assert read_entry(third.previous)["metrics"] == {"test/acc": 0.518}
+
+
+def test_a_failed_write_leaves_the_previous_entry(tmp_path):
+    first = _register(tmp_path, 0, 0.996)
+    with pytest.raises(RuntimeError):  # the spec does not fit the model: nothing is written
+        register_model(tmp_path, "blur-x", member_pipeline(FeatureSqueeze(), SmallCNN((8, 8), 16)),
+                       "member", SPEC)
+    assert read_entry(first.path)["metrics"] == {"test/acc": 0.996}
+
+
+def test_registry_lock_is_exclusive(tmp_path):
+    import fcntl
+    import os
+
+    with registry_lock(tmp_path) as lock:
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+    finally:
+        os.close(fd)

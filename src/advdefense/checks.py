@@ -6,7 +6,11 @@ constructor raises :class:`ConfigError` naming the key, the value and what is al
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -99,3 +103,44 @@ def check_choice(key: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     if value not in choices:
         raise ConfigError(key, value, f"must be one of {choices}")
+
+
+def check_int(key: str, value: Any, lo: int = 1, what: str = "") -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer >= ``lo`` (booleans refused)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise ConfigError(key, value, f"must be an integer >= {lo}{what}")
+
+
+def check_writable(key: str, folder: str | Path, need_bytes: int = 0) -> None:
+    """Raise :class:`ConfigError` unless files can be written into ``folder`` (created later).
+
+    An existing folder gets a real probe (a small file written, synced and removed), which
+    catches read-only mounts and permissions; a folder still to be created needs a writable
+    existing parent. With ``need_bytes``, the disk must also have that much space free. Nothing
+    is created.
+    """
+    folder = Path(folder)
+    fix = f"choose another folder with {key}=/elsewhere"
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(key, str(folder), f"{existing} is a file, not a folder: remove it or {fix}")
+    try:
+        if existing == folder:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
+            try:
+                os.write(fd, b"\0" * 512)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(13, f"cannot create it: {existing} is not writable")
+    except OSError as exc:
+        raise ConfigError(key, str(folder), f"is not writable ({exc.strerror or exc}); fix its "
+                          f"permissions or {fix}") from None
+    free = shutil.disk_usage(existing).free
+    if free < need_bytes:
+        raise ConfigError(key, str(folder), f"its disk has {free / 2**20:.1f} MiB free, this run "
+                          f"needs about {need_bytes / 2**20:.1f} MiB there: free some space or {fix}")

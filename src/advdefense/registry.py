@@ -9,13 +9,25 @@ A registry file is a plain dict saved with ``torch.save`` and read back with
 
 The model is rebuilt from ``spec`` with Hydra's ``instantiate``, restricted to classes of this
 package, then its weights are loaded strictly. A resolved YAML config is written beside it.
+
+:func:`register_model` is how training writes an entry: under an exclusive file lock
+(``<models_dir>/.registry.lock``, so concurrent runs never interleave their writes), an entry it
+replaces is kept as ``<name>.prev.ckpt`` (+ ``<name>.prev.yaml``), and it reports what it
+replaced with both test accuracies. ``.prev`` files are not registry entries
+(:func:`list_models` skips them); restore one with ``mv models/<name>.prev.ckpt
+models/<name>.ckpt``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +38,10 @@ from advdefense.checks import check_images
 
 FORMAT, VERSION = "advdefense-model", 1
 SUFFIX = ".ckpt"
+PREV = ".prev"  # <name>.prev.ckpt: the entry that <name>.ckpt replaced
+LOCK = ".registry.lock"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive format
+TEXT_SUFFIXES = (".yaml", ".yml", ".json", ".txt", ".csv", ".md", ".log")
 
 
 class RegistryError(RuntimeError):
@@ -44,7 +60,15 @@ class CheckedModel(nn.Module):
         self.model, self.name, self.kind = model, name, kind
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, 2) for images (N, 1, 28, 28) in [0, 1] of any floating dtype.
+
+        float64 / float16 / bfloat16 images are converted to the weights' dtype (differentiably,
+        so gradients reach the caller's tensor in its own dtype); integer images are refused.
+        """
         check_images(images)
+        weight = next(self.model.parameters(), None)
+        if weight is not None and images.dtype != weight.dtype:
+            images = images.to(weight.dtype)
         return self.model(images)
 
 
@@ -119,11 +143,48 @@ def save_model(path: str | Path, model: nn.Module, kind: str, name: str, spec: d
     return path
 
 
+def text_file_reason(path: str | Path) -> str | None:
+    """What ``path`` is if it is a text file (a YAML config, a log...), not a torch archive; else None.
+
+    Model files and Lightning checkpoints are zip archives written by ``torch.save``; a file that
+    is not one and reads as UTF-8 text is something else the user passed by mistake (typically
+    the ``<name>.yaml`` written beside each registry entry).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if not head or head.startswith(ZIP_MAGIC) or not _looks_like_text(head):
+        return None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        return "a YAML file (the resolved config written beside each model)"
+    return "a text file, not a torch.save archive"
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """UTF-8 without control bytes other than tab / newline / carriage return."""
+    if any(b < 9 or 13 < b < 32 for b in head):
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end of the sample
+        return exc.start >= len(head) - 3
+    return True
+
+
 def read_entry(path: str | Path) -> dict[str, Any]:
     """Read and validate a registry file without building the model."""
     path = Path(path)
     if not path.is_file():
         raise RegistryError(f"no model file at {path}; train it first (see README: 'python train.py')")
+    reason = text_file_reason(path)
+    if reason is not None:
+        beside = path.with_suffix(SUFFIX)
+        hint = (f"the model itself is {beside}" if beside != path and beside.is_file()
+                else "pass a registry entry, models/<name>.ckpt")
+        raise RegistryError(f"{path} is not a model file: it is {reason}; {hint}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle of foreign objects, random bytes...
@@ -161,6 +222,117 @@ def model_path(models_dir: str | Path, name: str) -> Path:
     return Path(models_dir) / f"{name}{SUFFIX}"
 
 
+def prev_path(path: str | Path) -> Path:
+    """``<name>.prev.ckpt`` (or ``.prev.yaml``): where a replaced entry is kept."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{PREV}{path.suffix}")
+
+
 def list_models(models_dir: str | Path) -> list[str]:
-    """Names of all registry entries in ``models_dir``, sorted."""
-    return sorted(p.stem for p in Path(models_dir).glob(f"*{SUFFIX}"))
+    """Names of all registry entries in ``models_dir``, sorted (replaced ``.prev`` files excluded)."""
+    return sorted(p.stem for p in Path(models_dir).glob(f"*{SUFFIX}")
+                  if not p.stem.endswith(PREV))
+
+
+@contextmanager
+def registry_lock(models_dir: str | Path) -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``<models_dir>/.registry.lock`` (created if needed).
+
+    Every registry write of :func:`register_model` happens under it, so two runs that finish at
+    the same moment write one after the other (each leaves a complete entry, the earlier one
+    as ``.prev``). Readers need no lock: each file is replaced atomically. POSIX only.
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    lock = models_dir / LOCK
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield lock
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _keep_as(src: Path, dst: Path) -> None:
+    """Make ``dst`` a copy of ``src`` atomically (a hard link where possible; ``src`` stays)."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links on this filesystem
+        shutil.copy2(src, tmp)
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def headline(metrics: dict[str, float] | None) -> str:
+    """``test/acc 0.9960`` (or val/acc when no test was run, or ``no metrics``)."""
+    for key in ("test/acc", "val/acc"):
+        if metrics and key in metrics:
+            return f"{key} {float(metrics[key]):.4f}"
+    return "no metrics"
+
+
+@dataclass
+class Registered:
+    """What :func:`register_model` did: the entry written and, if any, the entry it replaced."""
+
+    path: Path
+    metrics: dict[str, float] = field(default_factory=dict)
+    previous: Path | None = None  # the replaced entry, kept here (<name>.prev.ckpt)
+    previous_metrics: dict[str, float] | None = None  # None: the old file was unreadable
+
+    @property
+    def worse(self) -> bool:
+        """The new entry scores below the one it replaced (same metric, test/acc or val/acc)."""
+        if not self.previous_metrics:
+            return False
+        for key in ("test/acc", "val/acc"):
+            if key in self.metrics and key in self.previous_metrics:
+                return float(self.metrics[key]) < float(self.previous_metrics[key])
+        return False
+
+    def message(self) -> str:
+        """One line for the log: what was written, what it replaced, and where the old one is."""
+        if self.previous is None:
+            return f"registered {self.path} ({headline(self.metrics)})"
+        old = (headline(self.previous_metrics) if self.previous_metrics is not None
+               else "unreadable")
+        text = (f"registered {self.path} ({headline(self.metrics)}), replacing the previous entry "
+                f"({old}), kept as {self.previous}")
+        if self.worse:
+            text += " -- the NEW MODEL IS WORSE"
+        return text + f"; to restore it: mv {self.previous} {self.path}"
+
+
+def register_model(models_dir: str | Path, name: str, model: nn.Module, kind: str,
+                   spec: dict[str, Any], metrics: dict[str, float] | None = None,
+                   config: dict[str, Any] | None = None, yaml_text: str | None = None) -> Registered:
+    """Write ``<models_dir>/<name>.ckpt`` (and ``<name>.yaml``) safely; returns what it did.
+
+    Under :func:`registry_lock`: an existing entry is first kept as ``<name>.prev.ckpt`` (its
+    YAML as ``<name>.prev.yaml``), replacing an older ``.prev``; then the new entry is written
+    atomically (:func:`save_model`). A failure leaves the previous entry in place.
+    """
+    path = model_path(models_dir, name)
+    with registry_lock(models_dir):
+        previous, previous_metrics = None, None
+        if path.is_file():
+            try:
+                previous_metrics = dict(read_entry(path)["metrics"])
+            except RegistryError:
+                previous_metrics = None
+            previous = prev_path(path)
+            _keep_as(path, previous)
+            yaml = path.with_suffix(".yaml")
+            if yaml.is_file():
+                _keep_as(yaml, prev_path(yaml))
+        save_model(path, model, kind, name, spec, metrics, config)
+        if yaml_text is not None:
+            atomic_write_text(path.with_suffix(".yaml"), yaml_text)
+    return Registered(path, {k: float(v) for k, v in (metrics or {}).items()}, previous,
+                      previous_metrics)

@@ -40,7 +40,8 @@ def uninterrupted(tmp_path_factory, data_dir) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL],
+                         ids=["SIGTERM", "SIGINT", "SIGKILL"])
 def test_killed_run_resumes_to_identical_weights(sig, uninterrupted, tmp_path, data_dir):
     proc = subprocess.Popen(_cmd(tmp_path, data_dir), cwd=tmp_path, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -52,9 +53,13 @@ def test_killed_run_resumes_to_identical_weights(sig, uninterrupted, tmp_path, d
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
     assert not (tmp_path / "models" / "none-none.ckpt").exists(), "the run was not interrupted"
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 143, out[-3000:]
-        assert "SIGTERM: saved" in out and "ckpt_path=last" in out
+    if sig in (signal.SIGTERM, signal.SIGINT):
+        name = signal.Signals(sig).name
+        assert proc.returncode == (143 if sig == signal.SIGTERM else 130), out[-3000:]
+        assert f"{name}: saved" in out, out[-3000:]
+        # the exact command: this run's overrides, then ckpt_path=last
+        assert f"stopped by {name}" in out and f"Resume with: python train.py {' '.join(RUN)}" in out
+        assert "Detected KeyboardInterrupt" not in out
     else:
         assert proc.returncode == -signal.SIGKILL
 
@@ -94,7 +99,7 @@ class Foreign:  # pickled into a file: loading must refuse it, never run its cod
     pass
 
 
-@pytest.mark.parametrize("kind", ["corrupt", "truncated", "pickled-object", "registry-file"])
+@pytest.mark.parametrize("kind", ["corrupt", "truncated", "pickled-object", "registry-file", "yaml"])
 def test_bad_resume_checkpoint_fails_before_any_work(kind, tmp_path, data_dir):
     path = tmp_path / "bad.ckpt"
     if kind == "corrupt":
@@ -104,6 +109,9 @@ def test_bad_resume_checkpoint_fails_before_any_work(kind, tmp_path, data_dir):
         path.write_bytes(path.read_bytes()[:700])
     elif kind == "pickled-object":
         torch.save({"state_dict": {}, "loops": {}, "x": Foreign()}, path)
+    elif kind == "yaml":
+        path = tmp_path / "none-none.yaml"
+        path.write_text("name: none-none\nseed: 0\n")
     else:
         torch.save({"format": "advdefense-model", "version": 1}, path)
     cfg = compose("train", ["defense=none", f"ckpt_path={path}"], tmp_path, data_dir)
@@ -112,4 +120,60 @@ def test_bad_resume_checkpoint_fails_before_any_work(kind, tmp_path, data_dir):
     msg = str(info.value)
     assert "ckpt_path" in msg and str(path) in msg
     assert ("ckpt_path=last" in msg) or ("start over without ckpt_path" in msg)
+    if kind == "yaml":
+        assert "not a training checkpoint: it is a YAML file" in msg
     assert not (tmp_path / "models").exists() and not (tmp_path / "logs").exists()
+
+
+def _run_checkpoint(logs: Path, folder: str, step: int, digest: str | None,
+                    finished: bool = False, mtime: float | None = None) -> Path:
+    data = {"state_dict": {}, "loops": {}, "epoch": 0, "global_step": step}
+    if digest is not None:
+        data["advdefense"] = {"name": "none-none", "digest": digest}
+    path = _fake_training_checkpoint(logs / folder / "checkpoints/last.ckpt", data)
+    if finished:
+        (path.parent / "fit_finished.json").write_text("{}")
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_ckpt_path_last_takes_the_furthest_checkpoint_of_this_config(tmp_path, data_dir, caplog):
+    from advdefense.cli.train import config_digest
+
+    cfg = compose("train", ["defense=none", "ckpt_path=last"], tmp_path, data_dir)
+    digest, logs = config_digest(cfg), tmp_path / "logs" / "train"
+    far = _run_checkpoint(logs, "runs/2024-01-01_00-00-00-aaaaaa_none-none", 100, digest, mtime=10)
+    _run_checkpoint(logs, "runs/2024-01-02_00-00-00-bbbbbb_none-none", 50, digest, mtime=20)
+    _run_checkpoint(logs, "runs/2024-01-03_00-00-00-cccccc_none-none", 900, "another", mtime=30)
+    _run_checkpoint(logs, "runs/2024-01-03_00-00-00-dddddd_none-none", 950, None, mtime=40)
+    with caplog.at_level("INFO", logger="advdefense"):
+        assert _resume_path(cfg) == str(far)  # not the newest folder, not another config's
+    assert "global step 100" in caplog.text and "the furthest of 2 with this config" in caplog.text
+
+    other = compose("train", ["defense=none", "ckpt_path=last", "seed=7"], tmp_path, data_dir)
+    assert _resume_path(other).endswith("dddddd_none-none/checkpoints/last.ckpt")  # legacy, unmarked
+    for p in logs.glob("runs/*dddddd*/checkpoints/last.ckpt"):
+        p.unlink()
+    with pytest.raises(ConfigError, match="none of the 3 last.ckpt of 'none-none'.*global step 900"):
+        _resume_path(other)
+
+
+def test_a_plain_rerun_says_how_to_resume(tmp_path, data_dir, caplog):
+    from advdefense.cli.train import _hint_interrupted, config_digest
+
+    cfg = compose("train", ["defense=none", "data.train_subset=256"], tmp_path, data_dir)
+    digest, logs = config_digest(cfg), tmp_path / "logs" / "train"
+    with caplog.at_level("WARNING", logger="advdefense"):
+        _hint_interrupted(cfg)
+    assert caplog.text == ""
+    _run_checkpoint(logs, "runs/2024-01-01_00-00-00-aaaaaa_none-none", 300, digest, finished=True)
+    _run_checkpoint(logs, "runs/2024-01-02_00-00-00-bbbbbb_none-none", 900, "another")
+    with caplog.at_level("WARNING", logger="advdefense"):
+        _hint_interrupted(cfg)
+    assert caplog.text == "", "a finished run or another config's run is not 'interrupted'"
+    stopped = _run_checkpoint(logs, "runs/2024-01-03_00-00-00-cccccc_none-none", 40, digest)
+    with caplog.at_level("WARNING", logger="advdefense"):
+        _hint_interrupted(cfg)
+    assert "interrupted run with this config" in caplog.text and str(stopped) in caplog.text
+    assert "python train.py defense=none data.train_subset=256 ckpt_path=last" in caplog.text

@@ -105,3 +105,59 @@ def test_checkpoint_weights_load_without_pickle(tmp_path, data_dir):
     train(compose("train", [*TINY_MEMBER, "defense=none"], tmp_path, data_dir))
     payload = torch.load(tmp_path / "models" / "none-none.ckpt", weights_only=True)
     assert payload["format"] == "advdefense-model"
+
+
+def test_failed_registry_write_names_the_checkpoint_and_a_command_that_registers_it(
+        tmp_path, data_dir, monkeypatch):
+    import shlex
+
+    import advdefense.cli.train as cli_train
+    from advdefense.registry import RegistryError
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    overrides = [*TINY_MEMBER, "defense=none", "data.train_subset=256"]
+    monkeypatch.setattr(cli_train, "register_model", full_disk)
+    with pytest.raises(RegistryError) as info:
+        train(compose("train", overrides, tmp_path, data_dir))
+    msg = str(info.value)
+    checkpoints = tmp_path / "out" / "checkpoints"
+    assert "No space left on device" in msg and f"survive in {checkpoints}" in msg
+    command = msg.split("register them without training again: ")[1]
+    assert command.startswith("python train.py ") and f"ckpt_path={checkpoints}/last.ckpt" in command
+    assert not (tmp_path / "models" / "none-none.ckpt").exists()
+
+    monkeypatch.undo()  # the folder is fixed: the printed command registers the same weights
+    args = shlex.split(command)[2:]
+    metrics = train(compose("train", args, tmp_path, data_dir))
+    entry = read_entry(tmp_path / "models" / "none-none.ckpt")
+    best = torch.load(checkpoints / "epoch_000.ckpt", weights_only=True)["state_dict"]
+    for key, value in entry["state_dict"].items():
+        assert torch.equal(best[f"model.{key}"], value), key
+    assert entry["metrics"]["test/acc"] == metrics["test/acc"] > 0.8
+    assert "val/acc" in entry["metrics"]
+
+
+def test_two_identical_runs_at_once_both_finish(tmp_path, data_dir):
+    env = {k: v for k, v in os.environ.items() if k != "ADVDEFENSE_RUN_ID"}
+    env |= {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "train.py"), *TINY_MEMBER, "defense=none",
+           "data.train_subset=256", f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}"]
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for proc, out in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, out[-3000:]
+    runs = sorted((tmp_path / "logs" / "train" / "runs").iterdir())
+    assert len(runs) == 2, runs  # each its own folder
+    for run in runs:
+        rows = (run / "csv" / "metrics.csv").read_text().splitlines()
+        assert rows.count(rows[0]) == 1 and len(set(rows)) == len(rows)  # not interleaved
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+    models = tmp_path / "models"
+    assert read_entry(models / "none-none.ckpt")["metrics"]["test/acc"] > 0.8
+    assert read_entry(models / "none-none.prev.ckpt")["metrics"]["test/acc"] > 0.8
+    assert sum("replacing the previous entry" in out for out in outs) == 1
+    assert sorted(p.name for p in models.iterdir() if not p.name.startswith(".")) == [
+        "none-none.ckpt", "none-none.prev.ckpt", "none-none.prev.yaml", "none-none.yaml"]

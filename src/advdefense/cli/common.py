@@ -16,19 +16,31 @@ log = logging.getLogger("advdefense")
 
 
 def build(node: DictConfig | None, what: str, **kwargs: Any) -> Any:
-    """``instantiate`` with our own config errors surfaced unwrapped (they name key and fix)."""
+    """``instantiate`` with our own errors surfaced unwrapped (they name key and fix).
+
+    Any other failure becomes one :class:`ConfigError` line naming ``what``, its ``_target_``
+    and the innermost error, never a dump of the config node.
+    """
+    from advdefense.registry import RegistryError
+
     if node is None:
         return None
     try:
         return instantiate(node, **kwargs)
     except InstantiationException as exc:
-        cause = exc.__cause__
+        cause, innermost = exc.__cause__, exc
         while cause is not None:
-            if isinstance(cause, ConfigError | FileNotFoundError):
+            if isinstance(cause, ConfigError | FileNotFoundError | RegistryError):
                 raise cause from None
-            cause = cause.__cause__
-        raise ConfigError(what, OmegaConf.to_container(node, resolve=False),
-                          f"could not be built: {exc}") from exc
+            innermost, cause = cause, cause.__cause__
+        first = (str(innermost).strip().splitlines() or [""])[0][:300]
+        if innermost is exc:  # Hydra's own message: keep its first line, which names the error
+            detail = first
+        else:
+            detail = f"{type(innermost).__name__}: {first}" if first else type(innermost).__name__
+        target = node.get("_target_", "?") if OmegaConf.is_dict(node) else "?"
+        raise ConfigError(what, f"<{target}>", f"could not be built ({detail}); check the "
+                          f"{what}.* values on the command line") from exc
 
 
 def plain(node: Any) -> Any:

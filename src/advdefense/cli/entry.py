@@ -12,7 +12,11 @@ DDP ranks, SLURM jobs submitted from it):
   commands started within the same second never share a folder. Child processes inherit it, so
   DDP ranks of one run agree on the folder.
 
-Only the standard library is imported here: this runs before Hydra parses the command line.
+It also installs :func:`advdefense.cli.hints.install_override_hints`, so a key that does not
+exist (``defense.eps=0.2``) is answered with the key that does (``defense.attack.eps``).
+
+Only the standard library is imported at module level: this runs before Hydra parses the
+command line.
 """
 
 from __future__ import annotations
@@ -29,3 +33,6 @@ def prepare_entry(script: str | os.PathLike[str]) -> None:
     """Set the anchors above for the entry point at ``script`` (pass ``__file__``)."""
     os.environ.setdefault(ROOT_ENV, str(Path(script).resolve().parent))
     os.environ.setdefault(RUN_ID_ENV, secrets.token_hex(3))
+    from advdefense.cli.hints import install_override_hints
+
+    install_override_hints()

@@ -10,13 +10,25 @@ that was never interrupted (same seed, ``trainer.deterministic=true``), because
   resume;
 * :class:`ResumeState` keeps the torch / numpy / Python RNG states in the checkpoint (random
   starts and random defenses continue the same stream), and on SIGTERM saves ``last.ckpt``
-  after the current step before Lightning stops the run.
+  after the current step before Lightning stops the run;
+* :func:`stop_on_sigint` treats Ctrl-C (SIGINT) like SIGTERM during ``fit``: the current step
+  finishes, ``last.ckpt`` is saved, the runner prints the exact resume command and exits with
+  status 130 (a second Ctrl-C quits at once);
+* every checkpoint records the run's config digest (``checkpoint["advdefense"]``), so
+  ``ckpt_path=last`` picks the furthest checkpoint trained with the same config
+  (:func:`find_checkpoints`), and a plain rerun can say that an interrupted run exists.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +39,10 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from torch.utils.data import DataLoader, DistributedSampler
 
 from advdefense.checks import ConfigError
+from advdefense.registry import text_file_reason
+
+RUN_KEY = "advdefense"  # checkpoint[RUN_KEY] = {"name", "digest"} of the run that wrote it
+FINISHED = "fit_finished.json"  # beside last.ckpt once fit() has ended normally
 
 
 class ResumableSampler(DistributedSampler):
@@ -93,10 +109,21 @@ def _resumable_train_dataloader(datamodule: pl.LightningDataModule, original: An
 
 
 class ResumeState(Callback):
-    """RNG states into every checkpoint and back; ``last.ckpt`` on SIGTERM."""
+    """RNG states into every checkpoint and back; ``last.ckpt`` on SIGTERM (and SIGINT).
+
+    ``run_info`` (set by the runner: the model's name and config digest) is written into every
+    checkpoint as ``checkpoint["advdefense"]``.
+    """
 
     def __init__(self) -> None:
         self.saved_on_sigterm: str | None = None
+        self.run_info: dict[str, Any] = {}
+        self.stop_signal = "SIGTERM"  # what made Lightning stop: SIGTERM, or SIGINT (Ctrl-C)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if self.run_info:
+            checkpoint[RUN_KEY] = dict(self.run_info)
 
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()
@@ -119,7 +146,8 @@ class ResumeState(Callback):
             if path is not None:
                 trainer.save_checkpoint(path)
                 self.saved_on_sigterm = str(path)
-                pl.utilities.rank_zero_info(f"SIGTERM: saved {path}; resume with ckpt_path=last")
+                pl.utilities.rank_zero_info(
+                    f"{self.stop_signal}: saved {path}; resume with ckpt_path=last")
 
 
 def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
@@ -138,6 +166,92 @@ def _from_plain(obj: Any) -> Any:
     return tuple(_from_plain(o) for o in obj) if isinstance(obj, list) else obj
 
 
+@contextmanager
+def stop_on_sigint(trainer: pl.Trainer) -> Iterator[dict[str, str]]:
+    """During ``fit``: the first Ctrl-C (SIGINT) stops the run the way SIGTERM does.
+
+    The handler raises SIGTERM in this process, so Lightning's own SIGTERM handling runs: it
+    forwards the signal to launched child processes, finishes the current step and raises
+    ``SIGTERMException``, after :class:`ResumeState` saved ``last.ckpt``. Yields a dict whose
+    ``"signal"`` becomes ``"SIGINT"`` once Ctrl-C was pressed. A second Ctrl-C raises
+    ``KeyboardInterrupt`` at once. Outside the main thread it does nothing.
+    """
+    state = {"signal": "SIGTERM"}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if state["signal"] == "SIGINT" or signal.getsignal(signal.SIGTERM) in (
+                signal.SIG_DFL, signal.SIG_IGN, None):  # not inside fit's handlers: plain Ctrl-C
+            raise KeyboardInterrupt
+        state["signal"] = "SIGINT"
+        for cb in trainer.callbacks:
+            if isinstance(cb, ResumeState):
+                cb.stop_signal = "SIGINT"
+        pl.utilities.rank_zero_info("\nCtrl-C: finishing the current step and saving a resumable "
+                                    "checkpoint (press Ctrl-C again to quit at once)")
+        signal.raise_signal(signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@dataclass
+class CheckpointInfo:
+    """A run's ``last.ckpt`` as :func:`find_checkpoints` sees it."""
+
+    path: Path
+    step: int  # global_step
+    digest: str | None  # the config digest it was trained with; None: not recorded
+    finished: bool  # fit() ended normally after writing it
+    mtime: float
+
+
+def find_checkpoints(log_dir: str | Path, task_name: str, name: str) -> list[CheckpointInfo]:
+    """Every readable ``last.ckpt`` of runs called ``name`` under ``<log_dir>/<task_name>``.
+
+    Single runs live in ``runs/<time>-<hex>_<name>/``, multirun jobs in
+    ``multiruns/<time>-<hex>/<n>_<name>/``; the name must match exactly (``stacker`` is not
+    ``linear_stacker``). Unreadable files are skipped.
+    """
+    import re
+
+    run_dir = re.compile(rf"(\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d(-[0-9A-Za-z]+)?|\d+)_{re.escape(name)}")
+    found = []
+    for path in Path(log_dir).glob(f"{task_name}/**/checkpoints/last.ckpt"):
+        if not run_dir.fullmatch(path.parent.parent.name):
+            continue
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            mtime = path.stat().st_mtime
+        except Exception:  # noqa: BLE001 -- a half-written or foreign file is not a candidate
+            continue
+        if not isinstance(ckpt, dict):
+            continue
+        info = ckpt.get(RUN_KEY) if isinstance(ckpt.get(RUN_KEY), dict) else {}
+        found.append(CheckpointInfo(path, int(ckpt.get("global_step", 0) or 0), info.get("digest"),
+                                    (path.parent / FINISHED).is_file(), mtime))
+    return found
+
+
+def furthest(infos: list[CheckpointInfo]) -> CheckpointInfo:
+    """The checkpoint with the highest global step (the newest file among equals)."""
+    return max(infos, key=lambda i: (i.step, i.mtime))
+
+
+def mark_finished(trainer: pl.Trainer) -> None:
+    """Record beside ``last.ckpt`` that ``fit`` ended normally (not an interrupted run)."""
+    path = last_checkpoint_path(trainer)
+    if path is not None and path.is_file() and trainer.is_global_zero:
+        from advdefense.registry import atomic_write_text
+
+        atomic_write_text(path.parent / FINISHED, json.dumps({"global_step": trainer.global_step}))
+
+
 def check_training_checkpoint(path: str | Path) -> None:
     """Raise ConfigError unless ``path`` is a readable Lightning training checkpoint.
 
@@ -145,6 +259,10 @@ def check_training_checkpoint(path: str | Path) -> None:
     """
     fix = ("delete it and resume from an older checkpoint (ckpt_path=<run>/checkpoints/"
            "epoch_NNN.ckpt), or start over without ckpt_path")
+    reason = text_file_reason(path)
+    if reason is not None:
+        raise ConfigError("ckpt_path", str(path), f"is not a training checkpoint: it is {reason}; "
+                          "use <run>/checkpoints/last.ckpt or ckpt_path=last")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, random bytes, pickled foreign objects

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,22 +17,63 @@ from advdefense.lit.base import ClassifierModule
 from advdefense.registry import RegistryError, build_from_spec, model_path, read_entry
 
 
+def _member_parts(name: str) -> tuple[str, str, str | None]:
+    """``blur-fgsm`` -> (blur, fgsm, None); ``blur-fgsm-s3`` -> (blur, fgsm, "3")."""
+    match = re.fullmatch(r"([^-]+)-(.+?)(?:-s(\d+))?", name)
+    if match is None:
+        return name, "", None
+    return match.group(1), match.group(2), match.group(3)
+
+
+def _seed_args(seed: str | None) -> str:
+    return "" if seed is None else f" seed={seed} 'seed_suffix=-s${{seed}}'"
+
+
 def train_command(name: str) -> str:
-    """The command that trains member ``name`` (``<preprocess>-<defense>``)."""
-    preprocess, _, defense = name.partition("-")
-    return f"python train.py preprocess={preprocess} defense={defense}"
+    """The command that trains member ``name`` (``<preprocess>-<defense>[-s<seed>]``)."""
+    preprocess, defense, seed = _member_parts(name)
+    return f"python train.py preprocess={preprocess} defense={defense}{_seed_args(seed)}"
+
+
+def train_all_command(names: list[str]) -> str:
+    """One multirun command that trains every member in ``names``.
+
+    Hydra sweeps a product: when ``names`` is exactly the product of their preprocessings and
+    defenses it trains just them; otherwise the product with ``skip_if_registered=true``, which
+    skips members already registered with the same config.
+    """
+    if len(names) == 1:
+        return train_command(names[0])
+    parts = [_member_parts(n) for n in names]
+    pre = list(dict.fromkeys(p for p, _, _ in parts))
+    dfs = list(dict.fromkeys(d for _, d, _ in parts))
+    seeds = list(dict.fromkeys(s for _, _, s in parts))
+    seed = (f" seed={','.join(seeds)} 'seed_suffix=-s${{seed}}'" if None not in seeds
+            else "" if seeds == [None] else None)
+    if seed is None:  # a mix of seeded and unseeded names: one command per name
+        return " && ".join(train_command(n) for n in names)
+    exact = len(set(parts)) == len(pre) * len(dfs) * len(seeds)
+    return (f"python train.py -m preprocess={','.join(pre)} defense={','.join(dfs)}{seed}"
+            + ("" if exact else " skip_if_registered=true"))
 
 
 def load_members(names: list[str], models_dir: str | Path) -> tuple[dict[str, nn.Module], dict]:
-    """Frozen member pipelines and their registry specs, by name, in the given order."""
+    """Frozen member pipelines and their registry specs, by name, in the given order.
+
+    Every missing member is named at once, with one command that trains them all.
+    """
     if not names:
         raise ConfigError("model.members", names, "a non-empty list of registry member names")
+    missing = [n for n in names if not model_path(models_dir, n).is_file()]
+    if missing:
+        what = (f"member '{missing[0]}' is" if len(missing) == 1
+                else f"{len(missing)} of the {len(names)} members are")
+        raise RegistryError(f"{what} not in the registry {models_dir}: {', '.join(missing)}; "
+                            f"train {'it' if len(missing) == 1 else 'them'} first: "
+                            f"{train_all_command(missing)}")
     modules, specs = {}, {}
     for name in names:
         path = model_path(models_dir, name)
-        if not path.is_file():
-            raise RegistryError(f"member '{name}' is not in the registry ({path}); "
-                                f"train it first: {train_command(name)}")
         entry = read_entry(path)
         if entry["kind"] != "member":
             raise ConfigError("model.members", name, f"a member, but {path} holds a {entry['kind']}")
