@@ -59,6 +59,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "python evaluate.py eval.n=200": (RUN, EVAL),
     "python evaluate.py": (RUN, EVAL),
     "python evaluate.py ckpt=models/none-fgsm.ckpt": (RUN, EVAL),
+    "python train.py model=ablation": (RUN, TRAIN),
     "python train.py experiment=paper_quick": (RUN, [*EXPERIMENT, *EXPERIMENT_EVAL]),
     # The full experiments run for tens of minutes even at these sizes (12 and 6 models through
     # every attack, certification); their stages are the commands above and paper_quick's
@@ -159,6 +160,8 @@ def _check(repo: Path, command: str) -> None:
         assert not (repo / "multirun").exists() and not (repo / "outputs").exists()
     elif command.endswith("defense=none"):
         assert (models / "none-none.ckpt").is_file()
+    elif command.endswith("model=ablation"):
+        assert (models / "ablation-k20.ckpt").is_file()
     elif "model=" in command:
         assert (models / f"{command.rsplit('=', 1)[1]}.ckpt").is_file()
     elif "seed_suffix" in command:

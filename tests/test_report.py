@@ -128,14 +128,16 @@ def test_goals_are_per_experiment_and_hold_no_diary():
 MODELS = [f"{p}-{d}" for p in ("none", "blur", "squeeze") for d in ("none", "fgsm", "blackbox")]
 MODELS += ["stacker", "vote", "mean"]
 CELLS = [("none", t) for t in ("transfer", "whitebox", "blackbox")] + [
-    (a, t) for a in ("fgsm", "pgd", "jsma", "sparse_pgd", "spatial_engstrom", "spatial_uae")
+    (a, t) for a in ("fgsm", "pgd", "autoattack", "jsma", "sparse_pgd", "sparse_pgd_k20",
+                     "spatial_engstrom", "spatial_uae")
     for t in ("transfer", "whitebox")] + [("jsma_target", "whitebox"), ("local_search", "blackbox"),
-                                          ("local_search_linf", "blackbox")] + [
+                                          ("local_search_linf", "blackbox"),
+                                          ("sparse_rs_k20", "blackbox")] + [
     ("worst_case", t) for t in ("transfer", "whitebox", "blackbox", "all")]
 
 
 def grid_rows(models=tuple(MODELS), n: int = 200) -> list[dict]:
-    """Rows shaped like experiment=paper_quick's grid (12 models, 22 cells each)."""
+    """Rows shaped like experiment=paper_quick's grid (12 models, 27 cells each)."""
     rows = []
     for i, m in enumerate(models):
         for j, (attack, threat) in enumerate(CELLS):
@@ -144,7 +146,7 @@ def grid_rows(models=tuple(MODELS), n: int = 200) -> list[dict]:
             rows.append(_row(m, attack, threat, acc, k) | {
                 "precision": acc, "recall": acc, "f1": acc, "accuracy_at_80": acc,
                 "confusion": [[k // 2, 0], [0, k - k // 2]],
-                "flags": ["fgsm_beats_pgd"] if (i, attack) == (0, "pgd") else []})
+                "flags": ["fgsm_beats_pgd"] if (i, attack) == (0, "autoattack") else []})
     return rows
 
 
@@ -190,10 +192,10 @@ def test_console_summary_fits_40_lines_with_full_names(capsys):
     assert len(lines) <= 40, out
     for m in MODELS:  # every model on its own line, its name not cut
         assert sum(f" {m} " in ln for ln in lines) == 1, m
-    assert "…" not in out and "worst case" in out and "local_search" in out
+    assert "…" not in out and "worst case" in out and "autoattack" in out and "sparse_rs_k20" in out
     assert "n=200" in out and "n=40" in out  # the budgeted columns say their n
     row = next(ln for ln in lines if " none-none " in ln)
-    assert "⚠" in row  # none-none's PGD row is flagged
+    assert "⚠" in row  # none-none's autoattack row is flagged
 
 
 def test_goals_summary_counts_verdicts():
