@@ -246,18 +246,20 @@ def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
     return _md_table(header, body) + [""]
 
 
-HEADLINE = (("none", None, "clean"), ("fgsm", "whitebox", None),
-            ("autoattack", "whitebox", None), ("spatial_uae", "whitebox", None),
-            ("sparse_pgd_k20", "whitebox", None), ("sparse_rs_k20", "blackbox", None),
-            ("worst_case", "all", "worst case"))
+# Console columns: (row names, first present wins; threat; header label)
+HEADLINE = ((("none",), None, "clean"), (("fgsm",), "whitebox", None),
+            (("autoattack", "pgd"), "whitebox", None), (("spatial_uae",), "whitebox", None),
+            (("sparse_pgd_k20", "sparse_pgd"), "whitebox", None),
+            (("sparse_rs_k20", "local_search"), "blackbox", None),
+            (("worst_case",), "all", "worst case"))
 
 
 def headline_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """The console summary: one line per model, accuracy under the headline attacks.
 
-    Columns (those present in ``rows``): clean, FGSM, autoattack (L-inf), the UAE spatial preset
-    (white-box), sparse PGD and Sparse-RS at k = 20 pixels, and the headline worst case over all
-    threat models (the 78-pixel stress rows are in the report); each
+    Columns (those present in ``rows``): clean, FGSM, autoattack (else PGD), the UAE spatial
+    preset (white-box), sparse PGD and Sparse-RS at k = 20 pixels (else the 78-pixel sparse PGD
+    and the local search), and the headline worst case over all threat models; each
     header names the attack, the threat model and the n behind it; ⚠ marks flagged rows.
     Returns ``(header, body)`` with full model names; the full grid is in the result files.
     """
@@ -265,7 +267,9 @@ def headline_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
     clean = {r["model"]: r for r in rows if r["attack"] == "none"}
     models = list(dict.fromkeys(r["model"] for r in rows))
     header, cols = ["model"], []
-    for attack, threat, label in HEADLINE:
+    present = {r["attack"] for r in rows}
+    for names, threat, label in HEADLINE:
+        attack = next((a for a in names if a in present), names[0])
         cells = {m: clean.get(m) if threat is None else idx.get((m, attack, threat))
                  for m in models}
         ns = sorted({r["n"] for r in cells.values() if r is not None})
