@@ -177,7 +177,9 @@ def _check(repo: Path, command: str) -> None:
         registry = {"paper": models, "paper_quick": models / "quick",
                     "robust": models / "robust"}[name]
         assert (registry / "stacker.ckpt").is_file() or (registry / "mean.ckpt").is_file()
-        assert list((repo / "logs" / name).rglob("evaluation/report.md"))
+        reports = [p for p in (repo / "logs").rglob("evaluation/report.md")
+                   if p.parent.parent.name.endswith(f"_{name}")]  # runs/<time>-<id>_<name>/
+        assert reports, f"no evaluation report of experiment={name} under logs/"
 
 
 @pytest.mark.slow
