@@ -19,6 +19,7 @@ from advdefense.attacks.base import (
     example_loss,
     improves,
     input_grad,
+    linf_start,
 )
 from advdefense.attacks.threat import Gradient, Linf, ThreatModel
 from advdefense.checks import check_choice, check_range
@@ -151,13 +152,7 @@ class APGD(Attack):
                ) -> dict[str, torch.Tensor]:
         """Per-example state of one restart on the examples ``idx``. The random start is drawn
         for the whole chunk, so an example's start does not depend on the others."""
-        x0 = images[idx]
-        lo, hi = (x0 - self.eps).clamp(min=0.0), (x0 + self.eps).clamp(max=1.0)
-        x = x0.clone()
-        if self.random_start and self.eps > 0:
-            noise = torch.rand(images.shape, generator=generator, device=images.device,
-                               dtype=images.dtype)[idx]
-            x = torch.minimum(torch.maximum(x + (2 * noise - 1) * self.eps, lo), hi)
+        x, lo, hi = linf_start(images, idx, self.eps, self.random_start, generator)
         eta = torch.full((len(idx),), 2 * self.eps, device=images.device, dtype=images.dtype)
         return {"idx": idx, "x": x, "lo": lo, "hi": hi, "eta": eta}
 

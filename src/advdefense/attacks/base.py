@@ -81,6 +81,25 @@ def standard_layout(images: torch.Tensor) -> torch.Tensor:
     return images.contiguous()
 
 
+def linf_start(images: torch.Tensor, idx: torch.Tensor, eps: float, random_start: bool,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The start of an L-inf attack on ``images[idx]``, and the box it stays in.
+
+    Returns ``(x, lo, hi)``: ``lo``/``hi`` the eps ball around ``images[idx]`` clipped to
+    [0, 1]; ``x`` the images themselves, or (``random_start`` and ``eps > 0``) a uniform point of
+    the ball. The noise is drawn for all of ``images``, so an example's start does not depend on
+    which others ``idx`` holds.
+    """
+    x0 = images[idx]
+    lo, hi = (x0 - eps).clamp(min=0.0), (x0 + eps).clamp(max=1.0)
+    x = x0.clone()
+    if random_start and eps > 0:
+        noise = torch.rand(images.shape, generator=generator, device=images.device,
+                           dtype=images.dtype)[idx]
+        x = torch.minimum(torch.maximum(x + (2 * noise - 1) * eps, lo), hi)
+    return x, lo, hi
+
+
 class Attack:
     """Base class: subclasses implement :meth:`_run` on one chunk of images.
 

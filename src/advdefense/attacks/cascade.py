@@ -9,7 +9,6 @@ points the earlier ones did not fool gives that worst case at a fraction of the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -112,5 +111,3 @@ class Cascade(Attack):
                                Queries(sum(m.access.budget for m in models)))
         return ThreatModel(models[0].perturbation, Gradient())
 
-    def _run(self, *args: Any, **kwargs: Any) -> AttackResult:  # pragma: no cover - run() above
-        raise NotImplementedError("Cascade overrides run()")

@@ -18,6 +18,7 @@ from advdefense.attacks.base import (
     example_loss,
     improves,
     input_grad,
+    linf_start,
     other_class,
     selection_score,
 )
@@ -139,13 +140,7 @@ class PGD(Attack):
         """One restart (number ``restart``) on the examples ``idx``; updates ``state`` (best
         images, success, score, queries) in place. The random start is drawn for the whole
         chunk, so an example's start does not depend on which others are still active."""
-        x0 = images[idx]
-        lo, hi = (x0 - self.eps).clamp(min=0.0), (x0 + self.eps).clamp(max=1.0)
-        x = x0.clone()
-        if self.random_start and self.eps > 0:
-            noise = torch.rand(images.shape, generator=generator, device=images.device,
-                               dtype=images.dtype)[idx]
-            x = torch.minimum(torch.maximum(x + (2 * noise - 1) * self.eps, lo), hi)
+        x, lo, hi = linf_start(images, idx, self.eps, self.random_start, generator)
         sign = -1.0 if self.targeted else 1.0
         success = state[1]
         for _ in range(self.steps):
