@@ -145,3 +145,12 @@ def test_stage_times_is_one_line():
                {"stage": "evaluation", "seconds": 100.4}]
     assert stage_times(timings) == ("members 22 s (2), ensemble 3 s, evaluation 100 s, "
                                     "total 126 s")
+
+
+def test_eval_device_reaches_only_the_evaluation_stage():
+    """``eval.device=cuda`` on an experiment command is forwarded to the evaluation stage only."""
+    import advdefense.cli.experiment as experiment
+
+    knobs = ["trainer.max_epochs=1", "data.test_subset=40", "eval.device=cuda"]
+    assert experiment._eval_knobs(knobs) == ["eval.n=40", "eval.device=cuda"]
+    assert experiment._train_knobs(knobs) == ["trainer.max_epochs=1", "data.test_subset=40"]

@@ -96,6 +96,24 @@ def test_attack_n_null_clears_the_default_budget():
     assert attack_budget(cleared, 1986) == {}
 
 
+def test_on_cuda_the_budget_is_attack_n_cuda(monkeypatch):
+    """On a CUDA device ``eval.attack_n_cuda`` (default null: every row on all n) replaces
+    ``eval.attack_n``."""
+    import torch
+    from helpers import ROOT
+    from hydra import compose, initialize_config_dir
+
+    import advdefense.cli.evaluate as cli_evaluate
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        default = compose("evaluate")
+        capped = compose("evaluate", overrides=["eval.attack_n_cuda={sparse_rs_k20: 500}"])
+    assert cli_evaluate.attack_budget(default, 1986)["sparse_rs_k20"] == 10
+    monkeypatch.setattr(cli_evaluate, "_device", lambda cfg: torch.device("cuda"))
+    assert cli_evaluate.attack_budget(default, 1986) == {}
+    assert cli_evaluate.attack_budget(capped, 1986) == {"sparse_rs_k20": 500}
+
+
 def test_sweep_n_is_a_count_or_a_fraction_of_n():
     import pytest
 

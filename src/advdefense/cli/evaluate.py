@@ -112,16 +112,18 @@ def attack_budget(cfg: DictConfig, n: int) -> dict[str, int]:
     """``eval.attack_n``: attack row -> most images it is crafted on per model (None = all).
 
     An integer >= 1 is a count; a number in (0, 1) a fraction of the ``n`` evaluated images
-    (rounded up), so quick mode (``eval.n=200``) scales the budget down with n.
+    (rounded up), so quick mode (``eval.n=200``) scales the budget down with n. On a CUDA
+    device ``eval.attack_n_cuda`` replaces it (null: every row on all n).
     """
+    key = "attack_n_cuda" if _device(cfg).type == "cuda" else "attack_n"
     out = {}
-    for name, k in (cfg.eval.get("attack_n") or {}).items():
+    for name, k in (cfg.eval.get(key) or {}).items():
         if k is None:
             continue
         if isinstance(k, float) and 0 < k < 1:
             k = max(1, math.ceil(k * n))
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"eval.attack_n.{name}", k,
+            raise ConfigError(f"eval.{key}.{name}", k,
                               "a positive integer, a fraction in (0, 1) of eval.n, or null for all")
         out[str(name)] = int(k)
     return out

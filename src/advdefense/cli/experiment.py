@@ -54,6 +54,9 @@ def _trainer() -> list[str]:
 #   python train.py experiment=paper_quick trainer.max_epochs=1 data.train_subset=256 data.test_subset=40
 SIZE_KNOBS = ("data.train_subset", "data.val_size", "data.test_subset", "data.batch_size")
 FORWARDED_PREFIXES = ("trainer.",)  # any trainer setting (the trainer=... choice is _trainer())
+# Evaluation-only knobs: where the evaluation runs (on CUDA every attack row covers all n,
+# eval.attack_n_cuda):  python train.py experiment=robust trainer=gpu eval.device=cuda
+EVAL_KNOBS = ("eval.device",)
 # Command-line keys the experiment itself reads.
 _OWN_KEYS = ("experiment", "trainer", "seed", "name", "task_name", "pipeline", "paths", "hydra")
 
@@ -69,11 +72,11 @@ def size_knobs() -> list[str]:
     knobs = []
     for override in HydraConfig.get().overrides.task:
         key, _, value = override.lstrip("+~").partition("=")
-        if key in SIZE_KNOBS or key.startswith(FORWARDED_PREFIXES):
+        if key in SIZE_KNOBS or key in EVAL_KNOBS or key.startswith(FORWARDED_PREFIXES):
             knobs.append(f"{key}={value}")
         elif key.split(".")[0] not in _OWN_KEYS:
             raise ConfigError(key, value,
-                              "an experiment passes only trainer.* and its size knobs "
+                              "an experiment passes only trainer.*, eval.device and its size knobs "
                               f"({', '.join(SIZE_KNOBS)}) to its stages; put other overrides in "
                               "pipeline.member_overrides, pipeline.ensemble_overrides or "
                               "pipeline.evaluate_overrides")
@@ -81,8 +84,14 @@ def size_knobs() -> list[str]:
 
 
 def _eval_knobs(knobs: list[str]) -> list[str]:
-    """``data.test_subset=K`` sizes the evaluation stage too: ``eval.n=K``."""
-    return [f"eval.n={k.split('=', 1)[1]}" for k in knobs if k.startswith("data.test_subset=")]
+    """``data.test_subset=K`` sizes the evaluation stage too (``eval.n=K``); ``eval.*`` knobs
+    go to the evaluation stage only."""
+    return ([f"eval.n={k.split('=', 1)[1]}" for k in knobs if k.startswith("data.test_subset=")]
+            + [k for k in knobs if k.startswith("eval.")])
+
+
+def _train_knobs(knobs: list[str]) -> list[str]:
+    return [k for k in knobs if not k.startswith("eval.")]
 
 
 def member_name(member: Any) -> str:
@@ -116,11 +125,13 @@ def run_experiment(cfg: DictConfig) -> dict[str, Any]:
 
     for member in pipe.get("members", []):
         name = member_name(member)
-        with stage_config("train", member_overrides(cfg, member, knobs), out / "members" / name) as sub:
+        with stage_config("train", member_overrides(cfg, member, _train_knobs(knobs)),
+                          out / "members" / name) as sub:
             summary["members"][name] = timed(f"member {name}", train, sub)
     for ensemble in pipe.get("ensembles", []):
         overrides = [f"model={ensemble}", f"seed={cfg.seed}", "skip_if_registered=true",
-                     *_paths(cfg), *_trainer(), *pipe.get("ensemble_overrides", []), *knobs]
+                     *_paths(cfg), *_trainer(), *pipe.get("ensemble_overrides", []),
+                     *_train_knobs(knobs)]
         with stage_config("train", overrides, out / "ensembles" / ensemble) as sub:
             summary["ensembles"][ensemble] = timed(f"ensemble {ensemble}", train, sub)
     if pipe.get("evaluate"):
