@@ -71,6 +71,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
     "python train.py -m preprocess=none,blur,squeeze defense=fgsm,blackbox hydra/launcher=slurm "
     "hydra.launcher.partition=gpu": (COMPOSE, []),
     "python train.py experiment=paper trainer=gpu": (COMPOSE, []),
+    "python train.py experiment=robust trainer=gpu eval.device=cuda": (COMPOSE, []),
     "python train.py trainer=ddp trainer.devices=2": (COMPOSE, []),
     "bash .ci/setup && .venv/bin/python -m pytest -q": (SUITE, []),  # this suite itself
 }
