@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import train_cnn
+from helpers import threads_per_worker, train_cnn
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -15,6 +15,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # paths.root_dir as the entry point would. Tests of the commands as users type them run in a
 # fresh copy and drop it from their environment (tests/test_readme_commands.py).
 os.environ.setdefault("ADVDEFENSE_ROOT", str(Path(__file__).resolve().parents[1]))
+# pytest-xdist workers share the cores out (tests/helpers.threads_per_worker)
+torch.set_num_threads(threads_per_worker())
 
 
 @pytest.fixture(scope="session")

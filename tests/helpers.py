@@ -6,6 +6,7 @@ Kept out of conftest.py: several test folders have a conftest.py of their own, a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -61,3 +62,10 @@ def compose(config_name: str, overrides: list[str], tmp_path, data_dir) -> DictC
         cfg.paths.output_dir = str(tmp_path / "out")
         del cfg.hydra
     return cfg
+
+
+def threads_per_worker() -> int:
+    """CPU threads for one pytest-xdist worker: the cores shared out among the workers (all of
+    them without xdist), so parallel test files do not oversubscribe the machine."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 1) // workers)

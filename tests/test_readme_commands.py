@@ -135,7 +135,10 @@ def _argv(command: str) -> list[str]:
 
 def _env() -> dict[str, str]:
     drop = ("ADVDEFENSE_ROOT", "ADVDEFENSE_RUN_ID", "WANDB_MODE", "WANDB_SILENT", "WANDB_DIR")
-    return {k: v for k, v in os.environ.items() if k not in drop} | {"OMP_NUM_THREADS": "2"}
+    from helpers import threads_per_worker
+
+    return ({k: v for k, v in os.environ.items() if k not in drop}
+            | {"OMP_NUM_THREADS": str(threads_per_worker())})
 
 
 @pytest.fixture(scope="module")
