@@ -225,7 +225,8 @@ def load_members(models_dir: str | Path, names: list[str]
         path = model_path(models_dir, name)
         entry = read_entry(path)
         if entry["kind"] != "member":
-            raise RegistryError(f"{path} holds a {entry['kind']}; only members can be combined")
+            raise RegistryError(f"{path} is not a member (kind {entry['kind']!r}); an ensemble "
+                                "combines members only")
         modules[name] = _rebuild(entry, path).requires_grad_(False)
         specs[name] = entry["spec"]
     return modules, specs
