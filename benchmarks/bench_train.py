@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from advdefense.data import load_mnist67
 from advdefense.lit import DefendedClassifier
-from advdefense.lit.classifier import member_pipeline
+from advdefense.models import member_pipeline
 from advdefense.nets import SmallCNN
 from advdefense.registry import atomic_write_text
 

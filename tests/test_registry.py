@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
+from helpers import ROOT
 
 import advdefense
 from advdefense.checks import ImageError
-from advdefense.lit.classifier import member_pipeline
+from advdefense.ensembles import build_ensemble
+from advdefense.models import member_pipeline
 from advdefense.nets import SmallCNN, StackerMLP
 from advdefense.preprocess import FeatureSqueeze, GaussianBlur
 from advdefense.registry import (
+    MissingModels,
     RegistryError,
     list_models,
+    load_members,
     prev_path,
     read_entry,
     register_model,
@@ -50,8 +57,6 @@ def test_member_round_trip(saved):
 
 
 def test_ensemble_round_trip(tmp_path):
-    from advdefense.ensembles import build_ensemble
-
     members = {"a": _member(0), "b": _member(1)}
     skip_head = StackerMLP(4, [8, 8], skip="mean")
     torch.nn.init.normal_(skip_head.mlp[-1].weight)  # a trained correction, not the zero start
@@ -218,3 +223,57 @@ def test_registry_lock_is_exclusive(tmp_path):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
     finally:
         os.close(fd)
+
+
+def test_load_members_gives_frozen_members_and_their_specs(tmp_path):
+    saved = {n: _member(i) for i, n in enumerate(["blur-b", "blur-a"])}
+    for name, model in saved.items():
+        save_model(tmp_path / f"{name}.ckpt", model, "member", name, SPEC)
+    modules, specs = load_members(tmp_path, ["blur-b", "blur-a"])
+    assert list(modules) == list(specs) == ["blur-b", "blur-a"]  # the order asked for
+    assert specs["blur-a"] == SPEC
+    x = torch.rand(3, 1, 28, 28)
+    for name, module in modules.items():
+        assert not module.training and not any(p.requires_grad for p in module.parameters())
+        torch.testing.assert_close(module(x), saved[name].eval()(x))
+    with pytest.raises(MissingModels) as info:
+        load_members(tmp_path, ["blur-x", "blur-a", "none-y"])
+    assert info.value.missing == ["blur-x", "none-y"]
+    assert str(info.value) == (f"2 of the 3 members are not in the registry {tmp_path}: "
+                               "blur-x, none-y; train them first")
+    save_model(tmp_path / "mean.ckpt", build_ensemble("mean", modules), "ensemble", "mean",
+               {"combine": "mean", "members": specs, "head": None})
+    with pytest.raises(RegistryError, match="is not a member .kind .ensemble.."):
+        load_members(tmp_path, ["blur-a", "mean"])
+
+
+LAYERING = """
+import sys, torch
+from advdefense.models import member_pipeline
+from advdefense.nets import SmallCNN, StackerMLP
+from advdefense.ensembles import build_ensemble
+from advdefense.preprocess import Identity
+from advdefense.registry import load_members, load_model, save_model
+spec = {"preprocess": {"_target_": "advdefense.preprocess.Identity"},
+        "net": {"_target_": "advdefense.nets.SmallCNN", "channels": [4, 8], "hidden": 16}}
+save_model("m.ckpt", member_pipeline(Identity(), SmallCNN((4, 8), 16)), "member", "m", spec)
+ens = build_ensemble("mlp", {"m": member_pipeline(Identity(), SmallCNN((4, 8), 16))},
+                     StackerMLP(2, [4]))
+head = {"_target_": "advdefense.nets.StackerMLP", "in_features": 2, "hidden": [4]}
+save_model("e.ckpt", ens, "ensemble", "e", {"combine": "mlp", "members": {"m": spec}, "head": head})
+load_model("m.ckpt"), load_model("e.ckpt"), load_members(".", ["m"])
+print(" ".join(sorted(m for m in sys.modules if m.startswith(("advdefense", "pytorch_lightning")))))
+"""
+
+
+def test_the_registry_builds_models_without_lightning_modules_or_the_cli(tmp_path):
+    """Saving and loading members and ensembles imports no advdefense.lit / cli (nor Lightning)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    proc = subprocess.run([sys.executable, "-c", LAYERING], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = proc.stdout.split()
+    assert "advdefense.registry" in loaded and "advdefense.nets" in loaded
+    assert not [m for m in loaded if m.startswith(("advdefense.lit", "advdefense.cli",
+                                                   "pytorch_lightning"))], loaded

@@ -43,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from advdefense.checks import ConfigError
+from advdefense.training.loader import resumable_loader
 
 log = logging.getLogger(__name__)
 
@@ -605,20 +606,27 @@ class Mnist67DataModule(pl.LightningDataModule):
         self.val_set = TensorDataset(*to_tensors(tx[val_idx], ty[val_idx]))
         self.test_set = TensorDataset(*to_tensors(sx, sy))
 
-    def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: TensorDataset | None) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call Mnist67DataModule.setup() before asking for a dataloader")
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, generator=generator,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (seeded) batches of (images (B, 1, 28, 28), labels (B,))."""
-        return self._loader(self.train_set, shuffle=True)
+        """Shuffled batches of (images (B, 1, 28, 28), labels (B,)) that resume mid-epoch.
+
+        Epoch ``e`` shuffles with ``seed + e``, sharded over the trainer's processes; Lightning
+        saves the loader's position in its checkpoints (:mod:`advdefense.training.loader`).
+        """
+        if self.train_set is None:
+            raise RuntimeError("call Mnist67DataModule.setup() before asking for a dataloader")
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return resumable_loader(self.train_set, self.batch_size, self.seed, self.num_workers,
+                                world, rank)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader(self.test_set)

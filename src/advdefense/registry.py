@@ -8,7 +8,10 @@ A registry file is a plain dict saved with ``torch.save`` and read back with
      "metrics": {...floats...}, "config": {...the resolved run config, for humans...}}
 
 The model is rebuilt from ``spec`` with Hydra's ``instantiate``, restricted to classes of this
-package, then its weights are loaded strictly. A resolved YAML config is written beside it.
+package (plain modules: :mod:`advdefense.models`, ``nets``, ``preprocess``, ``ensembles``,
+``ablation``; never a LightningModule), then its weights are loaded strictly. A resolved YAML
+config is written beside it. :func:`load_model` returns any entry ready to attack;
+:func:`load_members` returns frozen members for a new ensemble.
 
 :func:`register_model` is how training writes an entry: under an exclusive file lock
 (``<models_dir>/.registry.lock``, so concurrent runs never interleave their writes), an entry it
@@ -34,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advdefense.checks import check_images
+from advdefense.models import CheckedModel, member_pipeline
 
 FORMAT, VERSION = "advdefense-model", 1
 SUFFIX = ".ckpt"
@@ -48,28 +51,12 @@ class RegistryError(RuntimeError):
     """A registry file is missing, corrupt, foreign or does not match its architecture."""
 
 
-class CheckedModel(nn.Module):
-    """A loaded registry model with input checks: (N, 1, 28, 28) float in [0, 1] -> (N, 2) logits.
+class MissingModels(RegistryError):
+    """Entries asked for are not in the registry; ``missing`` names every one of them."""
 
-    Index 0 of the logits is digit 6, index 1 is digit 7. Raises ``ImageError`` on inputs of the
-    wrong shape, dtype or range, so a caller feeding 0-255 or normalized pixels learns at once.
-    """
-
-    def __init__(self, model: nn.Module, name: str = "", kind: str = "member") -> None:
-        super().__init__()
-        self.model, self.name, self.kind = model, name, kind
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits (N, 2) for images (N, 1, 28, 28) in [0, 1] of any floating dtype.
-
-        float64 / float16 / bfloat16 images are converted to the weights' dtype (differentiably,
-        so gradients reach the caller's tensor in its own dtype); integer images are refused.
-        """
-        check_images(images)
-        weight = next(self.model.parameters(), None)
-        if weight is not None and images.dtype != weight.dtype:
-            images = images.to(weight.dtype)
-        return self.model(images)
+    def __init__(self, message: str, missing: list[str]) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -114,8 +101,6 @@ def build_from_spec(kind: str, spec: dict[str, Any]) -> nn.Module:
 
     _check_targets(spec)
     if kind == "member":
-        from advdefense.lit.classifier import member_pipeline
-
         return member_pipeline(instantiate(spec["preprocess"]), instantiate(spec["net"]))
     if kind == "ensemble":
         from advdefense.ensembles import build_ensemble
@@ -200,6 +185,17 @@ def read_entry(path: str | Path) -> dict[str, Any]:
     return payload
 
 
+def _rebuild(entry: dict[str, Any], path: str | Path) -> nn.Module:
+    """The model of a read ``entry`` with its weights loaded strictly, in eval mode, on the CPU."""
+    model = build_from_spec(entry["kind"], entry["spec"])
+    try:
+        model.load_state_dict(entry["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise RegistryError(f"{path}: weights do not fit the architecture in its spec: "
+                            f"{str(exc).splitlines()[0]}") from exc
+    return model.eval()
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> CheckedModel:
     """Load any registry entry (member or ensemble) as a ready-to-attack ``nn.Module``.
 
@@ -208,13 +204,32 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> CheckedM
     Inputs of the wrong shape, dtype or range raise ``advdefense.checks.ImageError``.
     """
     entry = read_entry(path)
-    model = build_from_spec(entry["kind"], entry["spec"])
-    try:
-        model.load_state_dict(entry["state_dict"], strict=True)
-    except RuntimeError as exc:
-        raise RegistryError(f"{path}: weights do not fit the architecture in its spec: "
-                            f"{str(exc).splitlines()[0]}") from exc
-    return CheckedModel(model, entry["name"], entry["kind"]).to(device).eval()
+    return CheckedModel(_rebuild(entry, path), entry["name"], entry["kind"]).to(device).eval()
+
+
+def load_members(models_dir: str | Path, names: list[str]
+                 ) -> tuple[dict[str, nn.Module], dict[str, dict[str, Any]]]:
+    """Frozen member pipelines (eval mode, no gradients) and their specs, by name, in order.
+
+    Raises :class:`MissingModels` naming every absent member at once (before reading any),
+    and :class:`RegistryError` for an entry that is not a member.
+    """
+    missing = [n for n in names if not model_path(models_dir, n).is_file()]
+    if missing:
+        what = (f"member '{missing[0]}' is" if len(missing) == 1
+                else f"{len(missing)} of the {len(names)} members are")
+        raise MissingModels(f"{what} not in the registry {models_dir}: {', '.join(missing)}; "
+                            f"train {'it' if len(missing) == 1 else 'them'} first", missing)
+    modules, specs = {}, {}
+    for name in names:
+        path = model_path(models_dir, name)
+        entry = read_entry(path)
+        if entry["kind"] != "member":
+            raise RegistryError(f"{path} is not a member (kind {entry['kind']!r}); an ensemble "
+                                "combines members only")
+        modules[name] = _rebuild(entry, path).requires_grad_(False)
+        specs[name] = entry["spec"]
+    return modules, specs
 
 
 def model_path(models_dir: str | Path, name: str) -> Path:

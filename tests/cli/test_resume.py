@@ -139,7 +139,7 @@ def _run_checkpoint(logs: Path, folder: str, step: int, digest: str | None,
 
 
 def test_ckpt_path_last_takes_the_furthest_checkpoint_of_this_config(tmp_path, data_dir, caplog):
-    from advdefense.cli.train import config_digest
+    from advdefense.training.digest import config_digest
 
     cfg = compose("train", ["defense=none", "ckpt_path=last"], tmp_path, data_dir)
     digest, logs = config_digest(cfg), tmp_path / "logs" / "train"
@@ -160,7 +160,8 @@ def test_ckpt_path_last_takes_the_furthest_checkpoint_of_this_config(tmp_path, d
 
 
 def test_a_plain_rerun_says_how_to_resume(tmp_path, data_dir, caplog):
-    from advdefense.cli.train import _hint_interrupted, config_digest
+    from advdefense.cli.train import _hint_interrupted
+    from advdefense.training.digest import config_digest
 
     cfg = compose("train", ["defense=none", "data.train_subset=256"], tmp_path, data_dir)
     digest, logs = config_digest(cfg), tmp_path / "logs" / "train"

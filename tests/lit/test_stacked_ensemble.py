@@ -1,4 +1,5 @@
-"""StackedEnsemble: frozen members, a trained head, clear errors for missing members."""
+"""StackedEnsemble: frozen members, a trained head, no file I/O; the CLI's builder loads the
+members from the registry and names every missing one with the command that trains them."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from advdefense.attacks.fgsm import FGSM
+from advdefense.checks import ConfigError
+from advdefense.cli.stacker import stacked_ensemble
 from advdefense.defenses import AdversarialTraining
 from advdefense.lit import StackedEnsemble
-from advdefense.lit.classifier import member_pipeline
-from advdefense.nets import SmallCNN
+from advdefense.models import member_pipeline
+from advdefense.nets import SmallCNN, StackerMLP
 from advdefense.preprocess import Identity
-from advdefense.registry import RegistryError, save_model
+from advdefense.registry import MissingModels, RegistryError, save_model
 
 SPEC = {"preprocess": {"_target_": "advdefense.preprocess.Identity"},
         "net": {"_target_": "advdefense.nets.SmallCNN", "channels": [4, 8], "hidden": 16}}
@@ -50,8 +53,8 @@ def _fit(module: StackedEnsemble, images, labels, steps: int = 6) -> list[bool]:
 
 @pytest.mark.parametrize("target", ["ensemble", "members"])
 def test_members_stay_frozen_while_the_head_trains(registry, mnist67_train, target):
-    module = StackedEnsemble(["none-a", "none-b"], str(registry), hidden=[16, 16],
-                             defense=AdversarialTraining(FGSM(eps=0.1)), defense_target=target)
+    module = stacked_ensemble(["none-a", "none-b"], str(registry), hidden=[16, 16],
+                              defense=AdversarialTraining(FGSM(eps=0.1)), defense_target=target)
     before = {k: v.clone() for k, v in module.model.members.state_dict().items()}
     head_before = [p.clone() for p in module.model.head.parameters()]
     x, y = mnist67_train
@@ -65,14 +68,14 @@ def test_members_stay_frozen_while_the_head_trains(registry, mnist67_train, targ
 
 
 def test_vote_has_nothing_to_train(registry):
-    assert not StackedEnsemble(["none-a", "none-b"], str(registry), combine="vote").trainable
-    assert StackedEnsemble(["none-a", "none-b"], str(registry)).trainable
+    assert not stacked_ensemble(["none-a", "none-b"], str(registry), combine="vote").trainable
+    assert stacked_ensemble(["none-a", "none-b"], str(registry)).trainable
 
 
 def test_registry_spec_rebuilds_the_same_model(registry):
     from advdefense.registry import build_from_spec
 
-    module = StackedEnsemble(["none-a", "none-b"], str(registry), hidden=[8])
+    module = stacked_ensemble(["none-a", "none-b"], str(registry), hidden=[8])
     kind, spec = module.registry_spec()
     rebuilt = build_from_spec(kind, spec)
     rebuilt.load_state_dict(module.model.state_dict())
@@ -82,4 +85,43 @@ def test_registry_spec_rebuilds_the_same_model(registry):
 
 def test_missing_member_names_the_command(registry):
     with pytest.raises(RegistryError, match="python train.py preprocess=blur defense=fgsm"):
-        StackedEnsemble(["none-a", "blur-fgsm"], str(registry))
+        stacked_ensemble(["none-a", "blur-fgsm"], str(registry))
+
+
+def test_every_missing_member_is_named_with_one_command(registry):
+    with pytest.raises(MissingModels) as info:
+        stacked_ensemble(["none-a", "blur-fgsm", "squeeze-fgsm", "none-b"], str(registry))
+    assert info.value.missing == ["blur-fgsm", "squeeze-fgsm"]
+    msg = str(info.value)
+    assert msg.startswith(f"2 of the 4 members are not in the registry {registry}: "
+                          "blur-fgsm, squeeze-fgsm; train them first: ")
+    assert msg.endswith("python train.py -m preprocess=blur,squeeze defense=fgsm")
+
+
+def _members(n: int) -> dict[str, torch.nn.Module]:
+    return {f"m{i}": member_pipeline(Identity(), SmallCNN((4, 8), 16)) for i in range(n)}
+
+
+def test_the_constructor_takes_modules_and_opens_no_file(monkeypatch):
+    """Members and head arrive as modules; nothing is read (open / torch.load would fail)."""
+    def no_io(*args, **kwargs):
+        raise AssertionError("StackedEnsemble opened a file")
+
+    monkeypatch.setattr("builtins.open", no_io)
+    monkeypatch.setattr(torch, "load", no_io)
+    members, head = _members(2), StackerMLP(4, [8])
+    module = StackedEnsemble(members, head, "mlp")
+    assert module.model.head is head
+    assert all(a is b for a, b in zip(module.model.members.values(), members.values(),
+                                      strict=True))
+    assert all(not m.training and not any(p.requires_grad for p in m.parameters())
+               for m in members.values())  # frozen on arrival
+    assert module.trainable and not StackedEnsemble(_members(2), None, "mean").trainable
+    with pytest.raises(ValueError, match="member_specs"):
+        module.registry_spec()  # built from bare modules: nothing to rebuild it from
+
+
+@pytest.mark.parametrize("combine, head", [("mlp", None), ("vote", "mlp")])
+def test_head_must_match_combine(combine, head):
+    with pytest.raises(ConfigError, match="model.head"):
+        StackedEnsemble(_members(2), StackerMLP(4, [8]) if head else None, combine)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -24,36 +22,17 @@ from advdefense.cli.common import (
     quiet_third_party,
 )
 from advdefense.cli.failures import in_multirun, record_failure
-from advdefense.cli.resume import (
+from advdefense.registry import RegistryError, model_path, read_entry, register_model
+from advdefense.training.digest import config_digest
+from advdefense.training.resume import (
     ResumeState,
     check_training_checkpoint,
     find_checkpoints,
     furthest,
     last_checkpoint_path,
-    make_resumable,
     mark_finished,
     stop_on_sigint,
 )
-from advdefense.registry import RegistryError, model_path, read_entry, register_model
-
-
-def config_digest(cfg: DictConfig) -> str:
-    """Hash of everything that determines the trained weights (not paths, loggers or names)."""
-    keep = {k: plain(cfg.get(k)) for k in ("data", "model", "trainer", "seed")}
-    for k in ("default_root_dir",):
-        keep["trainer"].pop(k, None)
-    for k in ("root", "num_workers", "timeout", "mirrors", "sources", "checksums"):
-        keep["data"].pop(k, None)
-    if isinstance(keep["model"], dict) and keep["model"].get("members"):
-        # An ensemble depends on its members' weights: a retrained member retrains it too.
-        keep["model"].pop("models_dir", None)
-        keep["member_files"] = {name: _file_digest(model_path(cfg.paths.models_dir, name))
-                                for name in keep["model"]["members"]}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _file_digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def already_registered(cfg: DictConfig) -> bool:
@@ -228,8 +207,6 @@ def _train(cfg: DictConfig) -> dict[str, float]:
                 cb.dirpath = str(Path(ckpt_path).parent)
     loggers = build_loggers(cfg)
     trainer: pl.Trainer = build(cfg.trainer, "trainer", callbacks=callbacks, logger=loggers)
-    if isinstance(datamodule, pl.LightningDataModule):
-        make_resumable(datamodule, int(cfg.seed))
     for lg in loggers:
         lg.log_hyperparams(plain(cfg) | {"name": cfg.name})
     metrics: dict[str, float] = {}

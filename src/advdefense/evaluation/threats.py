@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from advdefense.models import CheckedModel
+
 THREATS = ("transfer", "whitebox", "blackbox")
 CLEAN = "none"
 
@@ -63,11 +65,12 @@ class AttackSpec:
 def attackable(model: nn.Module) -> nn.Module:
     """A copy of ``model`` for gradient attacks: same forward values, straight-through rounding.
 
-    Unwraps ``registry.CheckedModel`` (inputs are checked once by the grid, not per query;
-    every attack keeps its images in [0, 1]), converts the weights to channels-last, and switches every module with a ``straight_through`` flag (feature squeezing) to the
-    identity backward pass. The original model is untouched and is the one that predicts.
+    Unwraps a :class:`~advdefense.models.CheckedModel` (inputs are checked once by the grid,
+    not per query; every attack keeps its images in [0, 1]), converts the weights to
+    channels-last, and switches every module with a ``straight_through`` flag (feature
+    squeezing) to the identity backward pass. The original model is untouched and is the one that predicts.
     """
-    inner = getattr(model, "model", model) if type(model).__name__ == "CheckedModel" else model
+    inner = model.model if isinstance(model, CheckedModel) else model
     inner = copy.deepcopy(inner).eval()
     for m in inner.modules():
         if hasattr(m, "straight_through"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -11,11 +10,9 @@ from torch import nn
 
 from advdefense.defenses import NoDefense, TrainingDefense
 from advdefense.lit.base import ClassifierModule
+from advdefense.models import member_pipeline
 
-
-def member_pipeline(preprocess: nn.Module, net: nn.Module) -> nn.Sequential:
-    """The deployed member: (N, 1, 28, 28) in [0, 1] -> preprocess -> net -> (N, 2) logits."""
-    return nn.Sequential(OrderedDict(preprocess=preprocess, net=net))
+__all__ = ["DefendedClassifier", "member_pipeline"]
 
 
 class DefendedClassifier(ClassifierModule):

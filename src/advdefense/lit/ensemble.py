@@ -1,10 +1,13 @@
-"""``StackedEnsemble``: the integrated model over frozen registry members (and vote baselines)."""
+"""``StackedEnsemble``: the integrated model over frozen members (and the vote / mean baselines).
+
+It receives its members and its head as modules and opens no file. Whoever builds it loads the
+members: :func:`advdefense.cli.stacker.stacked_ensemble` for ``python train.py model=stacker``
+(from the registry, :func:`advdefense.registry.load_members`).
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -14,123 +17,57 @@ from advdefense.checks import ConfigError, check_choice
 from advdefense.defenses import NoDefense, TrainingDefense
 from advdefense.ensembles import COMBINERS, MemberEnsemble, build_ensemble
 from advdefense.lit.base import ClassifierModule
-from advdefense.registry import RegistryError, build_from_spec, model_path, read_entry
-
-
-def _member_parts(name: str) -> tuple[str, str, str | None]:
-    """``blur-fgsm`` -> (blur, fgsm, None); ``blur-fgsm-s3`` -> (blur, fgsm, "3")."""
-    match = re.fullmatch(r"([^-]+)-(.+?)(?:-s(\d+))?", name)
-    if match is None:
-        return name, "", None
-    return match.group(1), match.group(2), match.group(3)
-
-
-def _seed_args(seed: str | None) -> str:
-    return "" if seed is None else f" seed={seed} 'seed_suffix=-s${{seed}}'"
-
-
-def train_command(name: str) -> str:
-    """The command that trains member ``name`` (``<preprocess>-<defense>[-s<seed>]``)."""
-    preprocess, defense, seed = _member_parts(name)
-    return f"python train.py preprocess={preprocess} defense={defense}{_seed_args(seed)}"
-
-
-def train_all_command(names: list[str]) -> str:
-    """One multirun command that trains every member in ``names``.
-
-    Hydra sweeps a product: when ``names`` is exactly the product of their preprocessings and
-    defenses it trains just them; otherwise the product with ``skip_if_registered=true``, which
-    skips members already registered with the same config.
-    """
-    if len(names) == 1:
-        return train_command(names[0])
-    parts = [_member_parts(n) for n in names]
-    pre = list(dict.fromkeys(p for p, _, _ in parts))
-    dfs = list(dict.fromkeys(d for _, d, _ in parts))
-    seeds = list(dict.fromkeys(s for _, _, s in parts))
-    seed = (f" seed={','.join(seeds)} 'seed_suffix=-s${{seed}}'" if None not in seeds
-            else "" if seeds == [None] else None)
-    if seed is None:  # a mix of seeded and unseeded names: one command per name
-        return " && ".join(train_command(n) for n in names)
-    exact = len(set(parts)) == len(pre) * len(dfs) * len(seeds)
-    return (f"python train.py -m preprocess={','.join(pre)} defense={','.join(dfs)}{seed}"
-            + ("" if exact else " skip_if_registered=true"))
-
-
-def load_members(names: list[str], models_dir: str | Path) -> tuple[dict[str, nn.Module], dict]:
-    """Frozen member pipelines and their registry specs, by name, in the given order.
-
-    Every missing member is named at once, with one command that trains them all.
-    """
-    if not names:
-        raise ConfigError("model.members", names, "a non-empty list of registry member names")
-    missing = [n for n in names if not model_path(models_dir, n).is_file()]
-    if missing:
-        what = (f"member '{missing[0]}' is" if len(missing) == 1
-                else f"{len(missing)} of the {len(names)} members are")
-        raise RegistryError(f"{what} not in the registry {models_dir}: {', '.join(missing)}; "
-                            f"train {'it' if len(missing) == 1 else 'them'} first: "
-                            f"{train_all_command(missing)}")
-    modules, specs = {}, {}
-    for name in names:
-        path = model_path(models_dir, name)
-        entry = read_entry(path)
-        if entry["kind"] != "member":
-            raise ConfigError("model.members", name, f"a member, but {path} holds a {entry['kind']}")
-        module = build_from_spec("member", entry["spec"])
-        module.load_state_dict(entry["state_dict"])
-        modules[name], specs[name] = module.eval().requires_grad_(False), entry["spec"]
-    return modules, specs
 
 
 class StackedEnsemble(ClassifierModule):
-    """Integrated model: frozen members -> concatenated logits (M x 2) -> MLP -> 2 logits.
+    """Integrated model: frozen members -> concatenated logits (M x 2) -> head -> 2 logits.
 
     ``combine='vote'`` and ``'mean'`` give the baselines as the same kind of module (nothing to
     train). The ensemble is one ``nn.Module`` (``self.model``) mapping images (N, 1, 28, 28) in
     [0, 1] to (N, 2) logits, so attacks can target it end to end.
 
     Args:
-        members: registry names of the members, e.g. ``["none-fgsm", "blur-fgsm", ...]``.
-        models_dir: the registry folder.
+        members: name -> member pipeline, (N, 1, 28, 28) in [0, 1] -> (N, 2) logits, in order;
+            they are frozen here (eval mode, no gradients) and stay so.
+        head: for ``combine='mlp'``, the trained module mapping the (N, 2 M) concatenated
+            member logits to (N, 2) logits (e.g. :class:`advdefense.nets.StackerMLP`); None
+            for ``vote`` and ``mean``.
         combine: ``mlp`` (the paper's stacker), ``vote`` or ``mean``.
-        hidden: hidden widths of the MLP (the paper: two layers of 256).
-        activation: MLP nonlinearity, or ``linear`` for the authors' activation-free stacker.
-        skip: ``none``, or ``mean``: the MLP learns a correction to the mean of the member
-            logits and starts as that mean (see :class:`advdefense.nets.StackerMLP`).
-        defense: training-step strategy for the MLP's training images (default: clean only);
+        member_specs: name -> registry spec of each member, and ``head_spec`` the head's
+            (a ``_target_`` dict): what :meth:`registry_spec` saves, so the registry can
+            rebuild the model. Optional for a module that is never registered.
+        defense: training-step strategy for the head's training images (default: clean only);
             with an attack inside, the stacker also learns from attacked images' logits.
         defense_target: ``ensemble`` crafts against the whole integrated model end to end;
             ``members`` splits the batch and crafts each slice against one member.
         optimizer: partial optimizer; scheduler: optional partial LR scheduler.
     """
 
-    def __init__(self, members: list[str], models_dir: str, combine: str = "mlp",
-                 hidden: list[int] | tuple[int, ...] = (256, 256), activation: str = "relu",
-                 skip: str = "none",
+    def __init__(self, members: Mapping[str, nn.Module], head: nn.Module | None = None,
+                 combine: str = "mlp", member_specs: Mapping[str, dict[str, Any]] | None = None,
+                 head_spec: dict[str, Any] | None = None,
                  defense: TrainingDefense | None = None, defense_target: str = "ensemble",
                  optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None) -> None:
         super().__init__(optimizer, scheduler)
         check_choice("model.combine", combine, COMBINERS)
         check_choice("model.defense_target", defense_target, ["ensemble", "members"])
+        members = dict(members)
+        if combine != "mlp" and head is not None:
+            raise ConfigError("model.head", type(head).__name__, f"None for combine={combine!r} "
+                              "(only combine='mlp' has a head)")
+        if member_specs is not None and list(member_specs) != list(members):
+            raise ConfigError("member_specs", list(member_specs),
+                              f"one spec per member, in the members' order {list(members)}")
         self.save_hyperparameters({  # plain types only: checkpoints load with weights_only=True
-            "members": [str(m) for m in members], "models_dir": str(models_dir), "combine": combine,
-            "hidden": [int(h) for h in hidden], "activation": activation, "skip": skip,
+            "members": list(members), "combine": combine, "head": head_spec,
             "defense_target": defense_target})
-        modules, self.member_specs = load_members(list(members), models_dir)
-        self.head_spec = None
-        if combine == "mlp":
-            from advdefense.nets import StackerMLP
-
-            self.head_spec = {"_target_": "advdefense.nets.StackerMLP",
-                              "in_features": 2 * len(modules), "hidden": [int(h) for h in hidden],
-                              "activation": activation, "skip": skip}
-            head = StackerMLP(**{k: v for k, v in self.head_spec.items() if k != "_target_"})
-        else:
-            head = None
+        for member in members.values():
+            member.eval().requires_grad_(False)
         self.combine = combine
-        self.model: MemberEnsemble = build_ensemble(combine, modules, head)
+        self.member_specs = dict(member_specs) if member_specs is not None else None
+        self.head_spec = head_spec
+        self.model: MemberEnsemble = build_ensemble(combine, members, head)
         self.defense = defense if defense is not None else NoDefense()
         self.defense_target = defense_target
 
@@ -139,6 +76,10 @@ class StackedEnsemble(ClassifierModule):
         return any(p.requires_grad for p in self.model.parameters())
 
     def registry_spec(self) -> tuple[str, dict[str, Any]]:
+        """``("ensemble", {"combine", "members": {name: spec}, "head": spec or None})``."""
+        if self.member_specs is None or (self.combine == "mlp" and self.head_spec is None):
+            raise ValueError("this StackedEnsemble was built without member_specs / head_spec, "
+                             "so the registry could not rebuild it; pass them to register it")
         return "ensemble", {"combine": self.combine, "members": self.member_specs,
                             "head": self.head_spec}
 

@@ -4,10 +4,11 @@ A run killed at any step resumes with ``ckpt_path=last`` and ends with the same 
 that was never interrupted (same seed, ``trainer.deterministic=true``), because
 
 * the training order does not depend on how many epochs this process has seen: epoch ``e``
-  shuffles with ``seed + e`` (:class:`ResumableSampler`, a ``DistributedSampler``, so it also
-  shards the data under DDP), and the loader's ``state_dict`` (saved by Lightning in every
-  checkpoint) records how many batches of the current epoch are done, which are skipped on
-  resume;
+  shuffles with ``seed + e`` (:class:`~advdefense.training.loader.ResumableSampler`, a
+  ``DistributedSampler``, so it also shards the data under DDP), and the loader's
+  ``state_dict`` (saved by Lightning in every checkpoint) records how many batches of the
+  current epoch are done, which are skipped on resume (the data module builds its training
+  loader so: :func:`~advdefense.training.loader.resumable_loader`);
 * :class:`ResumeState` keeps the torch / numpy / Python RNG states in the checkpoint (random
   starts and random defenses continue the same stream), and on SIGTERM saves ``last.ckpt``
   after the current step before Lightning stops the run;
@@ -21,7 +22,6 @@ that was never interrupted (same seed, ``trainer.deterministic=true``), because
 
 from __future__ import annotations
 
-import functools
 import json
 import random
 import signal
@@ -36,76 +36,12 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
-from torch.utils.data import DataLoader, DistributedSampler
 
 from advdefense.checks import ConfigError
 from advdefense.registry import text_file_reason
 
 RUN_KEY = "advdefense"  # checkpoint[RUN_KEY] = {"name", "digest"} of the run that wrote it
 FINISHED = "fit_finished.json"  # beside last.ckpt once fit() has ended normally
-
-
-class ResumableSampler(DistributedSampler):
-    """Epoch-seeded shuffle (``seed + epoch``) that can skip the first samples of an epoch."""
-
-    def __init__(self, dataset: Any, num_replicas: int = 1, rank: int = 0, seed: int = 0) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.skip = 0
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        skip, self.skip = self.skip, 0
-        return iter(indices[skip:])
-
-
-class ResumableLoader(DataLoader):
-    """A DataLoader whose position (epoch, batches done) Lightning saves in its checkpoints."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.done = 0
-
-    def __iter__(self):
-        sampler = self.sampler
-        self.done = sampler.skip // self.batch_size if isinstance(sampler, ResumableSampler) else 0
-        for batch in super().__iter__():
-            self.done += 1
-            yield batch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": int(getattr(self.sampler, "epoch", 0)), "batches_done": int(self.done)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if isinstance(self.sampler, ResumableSampler):
-            self.sampler.set_epoch(int(state["epoch"]))
-            self.sampler.skip = int(state["batches_done"]) * int(self.batch_size)
-
-
-def make_resumable(datamodule: pl.LightningDataModule, seed: int) -> None:
-    """Serve ``datamodule``'s training batches through a :class:`ResumableLoader`.
-
-    Wraps its ``train_dataloader()``: same dataset, batch size and workers, with the shuffle
-    replaced by :class:`ResumableSampler` (sharded over the trainer's processes). A partial of
-    a module function, so the data module still pickles (``ddp_spawn``).
-    """
-    datamodule.train_dataloader = functools.partial(  # type: ignore[method-assign]
-        _resumable_train_dataloader, datamodule, type(datamodule).train_dataloader, seed)
-
-
-def _resumable_train_dataloader(datamodule: pl.LightningDataModule, original: Any,
-                                seed: int) -> DataLoader:
-    loader = original(datamodule)
-    if not isinstance(loader, DataLoader) or isinstance(loader, ResumableLoader):
-        return loader
-    trainer = datamodule.trainer
-    world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-    return ResumableLoader(
-        loader.dataset, batch_size=loader.batch_size,
-        sampler=ResumableSampler(loader.dataset, world, rank, seed),
-        num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-        generator=torch.Generator().manual_seed(seed),  # never draws from the global RNG
-        persistent_workers=loader.num_workers > 0)
 
 
 class ResumeState(Callback):
