@@ -24,7 +24,6 @@ import fcntl
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 
 from advdefense.checks import check_images
+from advdefense.io import atomic_write_bytes, atomic_write_text
 
 FORMAT, VERSION = "advdefense-model", 1
 SUFFIX = ".ckpt"
@@ -70,28 +70,6 @@ class CheckedModel(nn.Module):
         if weight is not None and images.dtype != weight.dtype:
             images = images.to(weight.dtype)
         return self.model(images)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _check_targets(spec: Any, where: str = "spec") -> None:

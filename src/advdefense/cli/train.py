@@ -34,6 +34,7 @@ from advdefense.cli.resume import (
     mark_finished,
     stop_on_sigint,
 )
+from advdefense.io import file_digest
 from advdefense.registry import RegistryError, model_path, read_entry, register_model
 
 
@@ -47,13 +48,13 @@ def config_digest(cfg: DictConfig) -> str:
     if isinstance(keep["model"], dict) and keep["model"].get("members"):
         # An ensemble depends on its members' weights: a retrained member retrains it too.
         keep["model"].pop("models_dir", None)
-        keep["member_files"] = {name: _file_digest(model_path(cfg.paths.models_dir, name))
+        keep["member_files"] = {name: _member_digest(model_path(cfg.paths.models_dir, name))
                                 for name in keep["model"]["members"]}
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _file_digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+def _member_digest(path: Path) -> str | None:
+    return file_digest(path) if path.is_file() else None
 
 
 def already_registered(cfg: DictConfig) -> bool:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from advdefense.evaluation.metrics import classification_metrics
-from advdefense.registry import atomic_write_text
+from advdefense.io import atomic_write_text
 
 COLUMNS = ("model", "attack", "threat", "n", "accuracy", "accuracy_lo", "accuracy_hi",
            "precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi",
