@@ -53,11 +53,13 @@ class CheckedModel(nn.Module):
 
     Index 0 of the logits is digit 6, index 1 is digit 7. Raises ``ImageError`` on inputs of the
     wrong shape, dtype or range, so a caller feeding 0-255 or normalized pixels learns at once.
+    ``model`` is the bare module, ``spec`` the plain spec it was built from (None if unknown).
     """
 
-    def __init__(self, model: nn.Module, name: str = "", kind: str = "member") -> None:
+    def __init__(self, model: nn.Module, name: str = "", kind: str = "member",
+                 spec: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.model, self.name, self.kind = model, name, kind
+        self.model, self.name, self.kind, self.spec = model, name, kind, spec
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N, 2) for images (N, 1, 28, 28) in [0, 1] of any floating dtype.
@@ -192,7 +194,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> CheckedM
     except RuntimeError as exc:
         raise RegistryError(f"{path}: weights do not fit the architecture in its spec: "
                             f"{str(exc).splitlines()[0]}") from exc
-    return CheckedModel(model, entry["name"], entry["kind"]).to(device).eval()
+    return CheckedModel(model, entry["name"], entry["kind"], entry["spec"]).to(device).eval()
 
 
 def model_path(models_dir: str | Path, name: str) -> Path:

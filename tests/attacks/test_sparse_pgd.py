@@ -118,8 +118,6 @@ PINNED = [
 
 @pytest.mark.parametrize(("kw", "success", "queries", "sums", "changed", "deltas"), PINNED)
 def test_results_pinned_on_a_fixed_model(kw, success, queries, sums, changed, deltas) -> None:
-    from attack_models import tiny_cnn
-
     x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     model = tiny_cnn(0).eval()
     with torch.no_grad():

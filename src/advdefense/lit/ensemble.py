@@ -14,7 +14,7 @@ from advdefense.checks import ConfigError, check_choice
 from advdefense.defenses import NoDefense, TrainingDefense
 from advdefense.ensembles import COMBINERS, MemberEnsemble, build_ensemble
 from advdefense.lit.base import ClassifierModule
-from advdefense.registry import RegistryError, build_from_spec, model_path, read_entry
+from advdefense.registry import RegistryError, load_model, model_path
 
 
 def _member_parts(name: str) -> tuple[str, str, str | None]:
@@ -74,12 +74,10 @@ def load_members(names: list[str], models_dir: str | Path) -> tuple[dict[str, nn
     modules, specs = {}, {}
     for name in names:
         path = model_path(models_dir, name)
-        entry = read_entry(path)
-        if entry["kind"] != "member":
-            raise ConfigError("model.members", name, f"a member, but {path} holds a {entry['kind']}")
-        module = build_from_spec("member", entry["spec"])
-        module.load_state_dict(entry["state_dict"])
-        modules[name], specs[name] = module.eval().requires_grad_(False), entry["spec"]
+        loaded = load_model(path)
+        if loaded.kind != "member":
+            raise ConfigError("model.members", name, f"a member, but {path} holds a {loaded.kind}")
+        modules[name], specs[name] = loaded.model.requires_grad_(False), loaded.spec
     return modules, specs
 
 
