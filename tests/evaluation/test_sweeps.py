@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from advdefense.attacks.spatial import spatial_transform
+from advdefense.attacks.geometry import spatial_transform
 from advdefense.evaluation.sweeps import spatial_sweep
 from advdefense.evaluation.threats import EvalModel
 

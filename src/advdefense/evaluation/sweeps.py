@@ -6,7 +6,7 @@
 * spatial sweep: accuracy under one fixed rotation (degrees about the centre, positive =
   counterclockwise as displayed) or one fixed shift (pixels; ``dx`` right, ``dy`` down), zero
   padding, bilinear sampling: the spatial attack's own warp
-  (:func:`advdefense.attacks.spatial.spatial_transform`, no border).
+  (:func:`advdefense.attacks.geometry.spatial_transform`, no border).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from advdefense.attacks.spatial import spatial_transform
+from advdefense.attacks.geometry import spatial_transform
 from advdefense.evaluation.grid import Grid
 from advdefense.evaluation.threats import CLEAN, AttackSpec, EvalModel, predict_logits
 
