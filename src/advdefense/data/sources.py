@@ -82,6 +82,17 @@ def _check_split(name: str, pixels: np.ndarray, digits: np.ndarray) -> None:
 
 # ----------------------------------------------------------------------------- sources
 
+def _read_split(paths: Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """(pixels uint8 (N, 28, 28), digits int64 (N,)) from an images and a labels IDX file.
+
+    Raises:
+        IdxFormatError: a malformed file, or images and labels that do not fit together.
+    """
+    pixels, digits = (read_idx(p) for p in paths)
+    _check_split(f"{paths[0]} / {paths[1]}", pixels, digits)
+    return pixels.astype(np.uint8), digits.astype(np.int64)
+
+
 def _find_idx(root: Path, name: str) -> Path | None:
     """First of root/name, root/name.gz, root/MNIST/raw/name, root/MNIST/raw/name.gz."""
     for folder in (root, root / "MNIST" / "raw"):
@@ -101,12 +112,10 @@ def _load_folder(root: Path) -> Splits:
             raise _Unavailable(f"no {', '.join(missing)} (raw or .gz) in {root} "
                                f"or {root / 'MNIST' / 'raw'}")
         try:
-            pixels, digits = (read_idx(p) for p in paths)
-            _check_split(f"{paths[0]} / {paths[1]}", pixels, digits)
+            out[split] = _read_split(paths)
         except IdxFormatError as e:
             log.warning("MNIST folder source: %s", e)
             raise _Unavailable(str(e)) from e
-        out[split] = (pixels.astype(np.uint8), digits.astype(np.int64))
     return out
 
 
@@ -197,11 +206,9 @@ def _load_download(root: Path, mirrors: Sequence[str], checksums: Mapping[str, s
     for split, names in IDX_FILES.items():
         paths = [_download_file(f"{n}.gz", raw_dir, mirrors, checksums, timeout) for n in names]
         try:
-            pixels, digits = (read_idx(p) for p in paths)
-            _check_split(f"{paths[0]} / {paths[1]}", pixels, digits)
+            out[split] = _read_split(paths)
         except IdxFormatError as e:
             raise _Unavailable(f"downloaded file passed its checksum but is malformed: {e}") from e
-        out[split] = (pixels.astype(np.uint8), digits.astype(np.int64))
     return out
 
 
