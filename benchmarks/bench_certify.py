@@ -29,8 +29,9 @@ import torch
 from advdefense.ablation import AblatedClassifier, AblationMLP
 from advdefense.certify import certify
 from advdefense.data import load_mnist67
-from advdefense.evaluation.pipeline import subsample
-from advdefense.registry import atomic_write_text, load_model
+from advdefense.io import atomic_write_text
+from advdefense.registry import load_model
+from advdefense.sampling import stratified_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGES = 1986
@@ -49,7 +50,7 @@ def main() -> None:
     args = p.parse_args()
 
     images, labels = load_mnist67("test")
-    idx = subsample(labels, args.images, 0)
+    idx = stratified_sample(labels, args.images, 0)
     x, y = images[idx], labels[idx]
     if args.ckpt:
         model = load_model(args.ckpt)

@@ -33,9 +33,9 @@ from advdefense.attacks import JSMA, PGD, LocalSearch, SparsePGD  # noqa: E402
 from advdefense.data import load_mnist67  # noqa: E402
 from advdefense.defenses.base import AdversarialTraining, MixedDefense, NoDefense  # noqa: E402
 from advdefense.evaluation.grid import changed_pixels  # noqa: E402
-from advdefense.evaluation.pipeline import subsample  # noqa: E402
 from advdefense.nets import SmallCNN  # noqa: E402
 from advdefense.preprocess import Identity  # noqa: E402
+from advdefense.sampling import stratified_sample  # noqa: E402
 
 
 def train(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor) -> nn.Module:
@@ -83,7 +83,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = train(args, xtr, ytr)
     train_s = time.perf_counter() - t0
-    idx = subsample(yte, args.n, seed=0)
+    idx = stratified_sample(yte, args.n, seed=0)
     x, y = xte[idx], yte[idx]
     sparse = dict(alpha=[0.5, 1.0, 2.0], steps=40, restarts=3, early_stop=True)
     rows = []

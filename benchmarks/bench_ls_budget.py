@@ -17,8 +17,8 @@ import torch
 import advdefense
 from advdefense.attacks import LocalSearch
 from advdefense.data import load_mnist67
-from advdefense.evaluation.pipeline import subsample
 from advdefense.evaluation.threats import attackable
+from advdefense.sampling import stratified_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     torch.set_num_threads(1)
     x, y = load_mnist67("test")
-    idx = subsample(y, int(sys.argv[1]), 1)
+    idx = stratified_sample(y, int(sys.argv[1]), 1)
     x, y = x[idx], y[idx]
     out = {}
     for name in sys.argv[2:]:

@@ -30,8 +30,8 @@ from bench_attacks import train
 from advdefense.attacks import LocalSearch, SparseRS
 from advdefense.attacks.base import predict
 from advdefense.data import load_mnist67
-from advdefense.evaluation.pipeline import subsample
-from advdefense.registry import atomic_write_text
+from advdefense.io import atomic_write_text
+from advdefense.sampling import stratified_sample
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = train(2, 4096).to(memory_format=torch.channels_last)
     images, labels = load_mnist67("test")
-    idx = subsample(labels, args.n, 0)
+    idx = stratified_sample(labels, args.n, 0)
     x, y = images[idx], labels[idx]
     clean = float((predict(model, x) == y).double().mean())
     rows = []

@@ -29,10 +29,10 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader, TensorDataset
 
 from advdefense.data import load_mnist67
+from advdefense.io import atomic_write_text
 from advdefense.lit import DefendedClassifier
 from advdefense.models import member_pipeline
 from advdefense.nets import SmallCNN
-from advdefense.registry import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

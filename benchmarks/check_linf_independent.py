@@ -48,12 +48,13 @@ def main(argv: list[str] | None = None) -> dict:
     from hydra.utils import instantiate
 
     from advdefense.data import load_mnist67
-    from advdefense.evaluation.pipeline import subsample
-    from advdefense.registry import atomic_write_text, load_model
+    from advdefense.io import atomic_write_text
+    from advdefense.registry import load_model
+    from advdefense.sampling import stratified_sample
 
     model = load_model(args.models_dir / f"{args.model}.ckpt")
     images, labels = load_mnist67("test")
-    idx = subsample(labels, args.n, args.seed)
+    idx = stratified_sample(labels, args.n, args.seed)
     x, y = images[idx], labels[idx]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         node = compose("evaluate").eval.attacks.autoattack

@@ -29,7 +29,6 @@ from advdefense.data import (
     get_mnist67,
     load_mnist67,
     read_idx,
-    stratified_split,
     write_idx,
 )
 
@@ -149,16 +148,6 @@ def test_split_is_determined_by_the_seed(dm, full_root) -> None:
     other.setup()
     assert not np.array_equal(other.val_indices, dm.val_indices)
     assert abs(int(other.val_set.tensors[1].sum()) - 2000 * 6265 / N_TRAIN) <= 1
-
-
-def test_stratified_split_proportions_and_determinism() -> None:
-    labels = np.array([0] * 70 + [1] * 30)
-    taken, rest = stratified_split(labels, 10, seed=3)
-    assert (np.bincount(labels[taken]) == [7, 3]).all()
-    assert np.intersect1d(taken, rest).size == 0 and len(taken) + len(rest) == 100
-    np.testing.assert_array_equal(taken, stratified_split(labels, 10, seed=3)[0])
-    assert not np.array_equal(taken, stratified_split(labels, 10, seed=4)[0])
-    assert len(stratified_split(labels, 0, seed=0)[0]) == 0
 
 
 def test_test_set_is_the_official_test_split(dm, full_root) -> None:

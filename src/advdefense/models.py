@@ -10,6 +10,7 @@ Both map images (N, 1, 28, 28) float in [0, 1] to (N, 2) logits (index 0 = digit
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,11 +28,13 @@ class CheckedModel(nn.Module):
 
     Index 0 of the logits is digit 6, index 1 is digit 7. Raises ``ImageError`` on inputs of the
     wrong shape, dtype or range, so a caller feeding 0-255 or normalized pixels learns at once.
+    ``model`` is the bare module, ``spec`` the plain spec it was built from (None if unknown).
     """
 
-    def __init__(self, model: nn.Module, name: str = "", kind: str = "member") -> None:
+    def __init__(self, model: nn.Module, name: str = "", kind: str = "member",
+                 spec: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.model, self.name, self.kind = model, name, kind
+        self.model, self.name, self.kind, self.spec = model, name, kind, spec
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (N, 2) for images (N, 1, 28, 28) in [0, 1] of any floating dtype.

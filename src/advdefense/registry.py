@@ -27,7 +27,6 @@ import fcntl
 import io
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advdefense.io import atomic_write_bytes, atomic_write_text
 from advdefense.models import CheckedModel, member_pipeline
 
 FORMAT, VERSION = "advdefense-model", 1
@@ -57,28 +57,6 @@ class MissingModels(RegistryError):
     def __init__(self, message: str, missing: list[str]) -> None:
         super().__init__(message)
         self.missing = list(missing)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Text version of :func:`atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _check_targets(spec: Any, where: str = "spec") -> None:
@@ -204,7 +182,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> CheckedM
     Inputs of the wrong shape, dtype or range raise ``advdefense.checks.ImageError``.
     """
     entry = read_entry(path)
-    return CheckedModel(_rebuild(entry, path), entry["name"], entry["kind"]).to(device).eval()
+    return CheckedModel(_rebuild(entry, path), entry["name"], entry["kind"],
+                        entry["spec"]).to(device).eval()
 
 
 def load_members(models_dir: str | Path, names: list[str]

@@ -15,7 +15,7 @@ from typing import Any
 
 from advdefense.evaluation.metrics import wilson
 from advdefense.evaluation.worst_case import HEADLINE_K, WORST_DENSE, WORST_STRESS
-from advdefense.registry import atomic_write_text
+from advdefense.io import atomic_write_text
 
 DASH = "—"
 THREAT_COLS = ("transfer", "whitebox")

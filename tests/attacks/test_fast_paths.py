@@ -12,7 +12,7 @@ from torch import nn
 
 from advdefense.attacks import FGSM, JSMA, SpatialGrid
 from advdefense.attacks.base import channels_last, predict, standard_layout
-from advdefense.attacks.spatial import (
+from advdefense.attacks.geometry import (
     sampling_grids,
     spatial_transform,
     warp_many,

@@ -94,3 +94,37 @@ def test_real_digits_stay_within_k_pixels(digits, k: int, start: int, restarts: 
     out = attack(tiny_cnn(start % 5), x, y)
     assert (_changed(out, x) <= k).all()
     assert attack.threat_model.perturbation.k == k
+
+
+# Results of SparsePGD on a fixed tiny CNN and fixed images, recorded from the implementation
+# that had its own copy of PGD's loop (before it ran on PGDLoop's hooks): the loop must not
+# change a single result.
+PINNED = [
+    (dict(k=5, steps=3, restarts=3, alpha=[0.2, 0.5], seed=1),
+     [True, True, False, False, False, False, False, False], [12] * 8,
+     [390.23676, 388.25375, 394.83823, 388.17438, 378.38638, 386.17053, 390.90167, 394.74185],
+     [88, 178, 208, 544, 600], [0.30772, -0.41207, -0.39897, -0.50724, 0.3148]),
+    (dict(k=5, steps=3, restarts=3, alpha=[0.2, 0.5], seed=1, early_stop=True),
+     [True, True, False, False, False, False, False, False], [8, 3, 12, 12, 12, 12, 12, 12],
+     [390.23676, 387.01135, 394.83823, 388.17438, 378.38638, 386.17053, 390.90167, 394.74185],
+     [88, 178, 208, 544, 600], [0.30772, -0.41207, -0.39897, -0.50724, 0.3148]),
+    (dict(k=3, steps=3, restarts=2, alpha=0.3, targeted=True, loss="margin",
+          direction="increase", seed=2),
+     [False, True, False, False, False, False, False, False], [8] * 8,
+     [391.50146, 387.51599, 396.56528, 389.53122, 380.4472, 387.21475, 390.01065, 397.1474],
+     [88, 202, 600], [0.21816, 0.16787, 0.18293]),
+]
+
+
+@pytest.mark.parametrize(("kw", "success", "queries", "sums", "changed", "deltas"), PINNED)
+def test_results_pinned_on_a_fixed_model(kw, success, queries, sums, changed, deltas) -> None:
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    model = tiny_cnn(0).eval()
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    res = SparsePGD(**kw).run(model, x, y)
+    assert res.success.tolist() == success and res.queries.tolist() == queries
+    assert res.images.sum((1, 2, 3)).tolist() == pytest.approx(sums, abs=1e-3)
+    delta = (res.images - x)[0].flatten()
+    assert delta.nonzero().flatten().tolist() == changed
+    assert delta[changed].tolist() == pytest.approx(deltas, abs=1e-4)

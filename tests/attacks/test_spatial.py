@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advdefense.attacks import SpatialGrid
-from advdefense.attacks.spatial import spatial_transform
+from advdefense.attacks.geometry import spatial_transform
 
 
 class FailsOnlyAt(nn.Module):
@@ -121,7 +121,7 @@ def test_presets_follow_the_warmup_kit() -> None:
 
 def test_kit_border_hand_computed_pixels() -> None:
     """TF1 bilinear 28 -> 24 (output j reads the source at j * 7 / 6), then a 2 px border."""
-    from advdefense.attacks.spatial import legacy_resize_weights
+    from advdefense.attacks.geometry import legacy_resize_weights
 
     w = legacy_resize_weights(28, 24)
     assert torch.allclose(w.sum(1), torch.ones(24, dtype=torch.float64))

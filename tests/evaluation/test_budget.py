@@ -4,16 +4,21 @@ import torch
 from eval_helpers import CountingAttack, data, linear_model
 
 from advdefense.evaluation.cache import CellCache
-from advdefense.evaluation.grid import Grid, nested_order
+from advdefense.evaluation.grid import Grid
 from advdefense.evaluation.pipeline import SweepConfig, evaluate_models
 from advdefense.evaluation.threats import AttackSpec, EvalModel
 from advdefense.evaluation.worst_case import WORST, worst_case
 from advdefense.report import write_report
+from advdefense.sampling import stratified_sample
 
 
 def test_nested_order_prefixes_are_stratified_and_nested():
     labels = torch.tensor([0] * 30 + [1] * 10)[torch.randperm(40, generator=torch.Generator()
                                                               .manual_seed(1))]
+    def nested_order(labels, seed, first):  # the grid's order of the budgeted images
+        return stratified_sample(labels, seed=seed, nested=True, first=first, rng="torch",
+                                 ties="position")
+
     order = nested_order(labels, seed=3, first=4)
     assert sorted(order.tolist()) == list(range(40))
     assert order[:4].tolist() == [0, 1, 2, 3]  # the plotted images are in every subset

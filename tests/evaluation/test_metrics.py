@@ -7,8 +7,8 @@ import torch
 
 from advdefense.evaluation.metrics import (
     accuracy_at_coverage,
-    classification_metrics,
     confusion,
+    metrics_with_intervals,
     wilson,
 )
 
@@ -17,7 +17,7 @@ def test_confusion_and_ratios_by_hand():
     labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])
     preds = torch.tensor([0, 1, 0, 1, 1, 0, 1, 1])  # TN=2 FP=1 FN=1 TP=4
     assert confusion(labels, preds) == [[2, 1], [1, 4]]
-    m = classification_metrics(labels, preds, torch.arange(8.0))
+    m = metrics_with_intervals(labels, preds, torch.arange(8.0))
     assert m["n"] == 8
     assert m["accuracy"] == pytest.approx(6 / 8)
     assert m["precision"] == pytest.approx(4 / 5)
@@ -49,6 +49,6 @@ def test_accuracy_at_80_drops_least_confident():
 def test_no_positive_predictions():
     labels = torch.tensor([0, 1, 1])
     preds = torch.tensor([0, 0, 0])
-    m = classification_metrics(labels, preds, torch.zeros(3))
+    m = metrics_with_intervals(labels, preds, torch.zeros(3))
     assert math.isnan(m["precision"]) and (m["precision_lo"], m["precision_hi"]) == (0.0, 1.0)
     assert m["recall"] == 0.0 and m["f1"] == 0.0

@@ -190,10 +190,7 @@ def input_grad(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         if loss == "ce":
             value = nn.functional.cross_entropy(logits, labels, reduction="sum")
         else:
-            true = logits.gather(1, labels[:, None]).squeeze(1)
-            other = logits.masked_fill(
-                nn.functional.one_hot(labels, logits.shape[1]).bool(), float("-inf")).amax(1)
-            value = (other - true).sum()
+            value = margin_loss(logits, labels).sum()
         (grad,) = torch.autograd.grad(value, x)
     return grad, logits.detach()
 
@@ -225,13 +222,22 @@ def other_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(mask, float("-inf")).argmax(1)
 
 
-def example_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce") -> torch.Tensor:
-    """Per-example loss (N,) that :func:`input_grad` sums: cross-entropy or logit margin."""
-    if loss == "ce":
-        return nn.functional.cross_entropy(logits, labels, reduction="none")
+def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The logit margin ``max_{j != label} z_j - z_label``, (N,) for logits (N, K), labels (N,).
+
+    Positive exactly where the example is misclassified (the CW loss; for two classes
+    ``z_other - z_label``).
+    """
     true = logits.gather(1, labels[:, None]).squeeze(1)
     mask = nn.functional.one_hot(labels, logits.shape[1]).bool()
     return logits.masked_fill(mask, float("-inf")).amax(1) - true
+
+
+def example_loss(logits: torch.Tensor, labels: torch.Tensor, loss: str = "ce") -> torch.Tensor:
+    """Per-example loss (N,) that :func:`input_grad` sums: cross-entropy or :func:`margin_loss`."""
+    if loss == "ce":
+        return nn.functional.cross_entropy(logits, labels, reduction="none")
+    return margin_loss(logits, labels)
 
 
 def improves(success: torch.Tensor, score: torch.Tensor, best_success: torch.Tensor,

@@ -18,10 +18,9 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from advdefense.attacks.base import channels_last, check_int, input_grad
-from advdefense.attacks.pgd import PGD
+from advdefense.attacks.base import check_int
+from advdefense.attacks.pgd import PGDLoop
 from advdefense.attacks.threat import L0, PIXELS, Gradient, ThreatModel
 from advdefense.checks import ConfigError, check_choice
 
@@ -46,7 +45,7 @@ def project_l0(images: torch.Tensor, adv: torch.Tensor, k: int,
     return images + (delta * mask).view_as(images)
 
 
-class SparsePGD(PGD):
+class SparsePGD(PGDLoop):
     """PGD_0: normalized gradient steps projected onto the k-pixel L0 ball and [0, 1].
 
     Restart ``r`` takes ``steps`` steps ``x <- project_l0(x + a * sqrt(k) * g / ||g||_2)`` with
@@ -55,8 +54,9 @@ class SparsePGD(PGD):
     later ones (with ``random_start``) at ``x`` with ``k`` random pixels set to random values.
     The best step size depends on the model (measured on 64 test digits, k = 40: an undefended
     CNN is hit hardest at 2.0, a PGD-trained one at 1.0, one behind the binarizing squeeze at
-    0.5), hence a list of step sizes over restarts for evaluation. Best-point bookkeeping, restarts,
-    targeting and early stop are those of :class:`~advdefense.attacks.pgd.PGD`.
+    0.5), hence a list of step sizes over restarts for evaluation. The loop (best-point bookkeeping,
+    restarts, targeting, early stop) is PGD's (:class:`~advdefense.attacks.pgd.PGDLoop`); this
+    class gives its start and its step.
 
     Shape:
         images (N, 1, 28, 28) float in [0, 1]; labels (N,) int64; output same as images, and
@@ -81,10 +81,8 @@ class SparsePGD(PGD):
                  random_start: bool = True, restarts: int = 1, loss: str = "ce",
                  targeted: bool = False, early_stop: bool = False, select: str = "loss",
                  batch_size: int = 256, progress: bool = False, seed: int = 0) -> None:
-        super().__init__(eps=1.0, alpha=1.0, steps=steps, random_start=random_start,
-                         restarts=restarts, loss=loss, targeted=targeted,
-                         early_stop=early_stop, select=select, batch_size=batch_size,
-                         progress=progress, seed=seed)
+        super().__init__(steps, random_start, restarts, loss, targeted, early_stop, select,
+                         batch_size, progress, seed)
         self.k = check_int("attack.k", k)
         alphas = [alpha] if isinstance(alpha, (int, float)) else list(alpha)
         if not alphas or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
@@ -99,10 +97,10 @@ class SparsePGD(PGD):
         """At most ``k`` changed pixels in ``direction``, gradient access."""
         return ThreatModel(L0(min(self.k, PIXELS), self.direction), Gradient())
 
-    def _restart(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 target: torch.Tensor, generator: torch.Generator,
-                 state: tuple[torch.Tensor, ...], idx: torch.Tensor, restart: int = 0) -> None:
-        """One restart on the examples ``idx``; updates ``state`` in place (see PGD)."""
+    def _start(self, images: torch.Tensor, idx: torch.Tensor, generator: torch.Generator,
+               restart: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The clean images (the first ``len(alpha)`` restarts, or without ``random_start``),
+        else k random pixels set to random values; bounds: the clean images."""
         x0 = images[idx]
         x = x0.clone()
         if self.random_start and restart >= len(self.alphas):
@@ -114,19 +112,13 @@ class SparsePGD(PGD):
                                 dtype=images.dtype)[idx]
             x = project_l0(x0, x.flatten(1).scatter(1, order, values).view_as(x0), self.k,
                            self.direction)
-        sign = -1.0 if self.targeted else 1.0
+        return x, (x0,)
+
+    def _step(self, x: torch.Tensor, grad: torch.Tensor, sign: float,
+              bounds: tuple[torch.Tensor, ...], restart: int) -> torch.Tensor:
+        """A step of ``alpha * sqrt(k)`` along the L2-normalized gradient, then
+        :func:`project_l0` around the clean images."""
+        (x0,) = bounds
         scale = self.alphas[restart % len(self.alphas)] * math.sqrt(self.k)
-        success = state[1]
-        for _ in range(self.steps):
-            grad, logits = input_grad(model, x, target[idx], self.loss)
-            self._keep(x, logits, labels, target, state, idx)
-            if self.early_stop:
-                active = ~success[idx]
-                if not bool(active.all()):
-                    if not bool(active.any()):
-                        return
-                    x, grad, x0, idx = x[active], grad[active], x0[active], idx[active]
-            norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            x = project_l0(x0, x + (sign * scale) * grad / norm, self.k, self.direction)
-        with torch.no_grad():
-            self._keep(x, model(channels_last(x)), labels, target, state, idx)
+        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        return project_l0(x0, x + (sign * scale) * grad / norm, self.k, self.direction)

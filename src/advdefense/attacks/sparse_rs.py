@@ -32,7 +32,7 @@ import bisect
 import torch
 from torch import nn
 
-from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int
+from advdefense.attacks.base import Attack, AttackResult, channels_last, check_int, margin_loss
 from advdefense.attacks.threat import L0, PIXELS, Queries, ThreatModel
 from advdefense.checks import check_range
 
@@ -124,10 +124,7 @@ class SparseRS(Attack):
         batch = x.view(-1, *shape[1:])
         logits = torch.cat([model(channels_last(batch[i:i + self.eval_batch]))
                             for i in range(0, batch.shape[0], self.eval_batch)]).float()
-        true = logits.gather(1, labels[:, None]).squeeze(1)
-        mask = nn.functional.one_hot(labels, logits.shape[1]).bool()
-        other = logits.masked_fill(mask, float("-inf")).amax(1)
-        return true - other, logits.argmax(1) != labels
+        return -margin_loss(logits, labels), logits.argmax(1) != labels
 
     @staticmethod
     def _values(x0: torch.Tensor, pos: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -7,12 +7,11 @@ MNIST warm-up evaluation kit of Google's Unrestricted Adversarial Examples chall
 al. 2018, https://arxiv.org/abs/1809.08352; ``unrestricted_advex``'s ``SpatialGridAttack``
 with ``evaluate_two_class_mnist_model``'s settings).
 
-Sign convention everywhere: ``angle`` in degrees, positive = counterclockwise as the image is
-displayed (row 0 at the top); ``dx`` in pixels, positive = to the right; ``dy`` in pixels,
-positive = down. Rotation is about the image centre ((W-1)/2, (H-1)/2), then the shift is
-applied; bilinear interpolation, zero (black) padding (kornia ``warp_affine``).
+The transform (the borders, the warp and its sign convention) is in
+:mod:`advdefense.attacks.geometry`.
 
-The warm-up kit's transform, as facts (what :func:`kit_border` and the ``uae_warmup`` preset do):
+The warm-up kit's transform, as facts (what :func:`~advdefense.attacks.geometry.kit_border`
+and the ``uae_warmup`` preset do):
 
 * black border (``apply_black_border``, border 4): the 28 x 28 digit is resized to 24 x 24 with
   TensorFlow 1's ``tf.image.resize_images`` (bilinear, ``align_corners=False``, no half-pixel
@@ -42,11 +41,9 @@ The earlier preset of this project, a 20 x 20 antialiased shrink with a 4 px bor
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
-from kornia.geometry.transform import resize, warp_affine
 from torch import nn
 
 from advdefense.attacks.base import (
@@ -58,13 +55,16 @@ from advdefense.attacks.base import (
     improves,
     selection_score,
 )
+from advdefense.attacks.geometry import (
+    add_border,
+    check_shrink,
+    sampling_grids,
+    spatial_transform,
+    warp,
+    warp_many,
+)
 from advdefense.attacks.threat import Queries, Spatial, ThreatModel
 from advdefense.checks import check_choice, check_range
-
-# The digit's border before rotating and shifting: "none"; "kit" = the UAE warm-up kit's
-# (resize to 24 x 24, TF1 bilinear, 2 px black border); "20x20" = resize to 20 x 20
-# (bilinear, antialiased) + 4 px black border (the former uae_warmup preset).
-SHRINKS = ("none", "kit", "20x20")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Engstrom et al.: +-3 px in x and y (5 values each), +-30 degrees (31 values): 775.
@@ -79,140 +79,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                       mass_tolerance=0.1),
 }
 
-
-def shrink_pad(images: torch.Tensor, size: int = 20) -> torch.Tensor:
-    """Resize (N, C, 28, 28) digits to ``size`` x ``size`` (bilinear, antialiased) and pad
-    back to 28 x 28 with a black border ((28 - size) / 2 = 4 px on each side for 20)."""
-    h = images.shape[-1]
-    pad = (h - size) // 2
-    small = resize(images, (size, size), interpolation="bilinear", antialias=True)
-    return nn.functional.pad(small, (pad, h - size - pad, pad, h - size - pad)).clamp_(0.0, 1.0)
-
-
-def legacy_resize_weights(n_in: int, n_out: int) -> torch.Tensor:
-    """(n_out, n_in) float64 weights of TensorFlow 1's bilinear resize along one axis.
-
-    ``align_corners=False`` without half-pixel centres: output pixel ``j`` reads the source
-    at ``s = j * n_in / n_out``, weight ``1 - (s - floor(s))`` on ``floor(s)`` and
-    ``s - floor(s)`` on the next pixel (clamped to the last one). Rows sum to 1.
-    """
-    src = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
-    lo = src.floor()
-    frac = src - lo
-    lo = lo.long().clamp(0, n_in - 1)
-    hi = (lo + 1).clamp(max=n_in - 1)
-    w = torch.zeros(n_out, n_in, dtype=torch.float64)
-    rows = torch.arange(n_out)
-    w.index_put_((rows, lo), 1.0 - frac, accumulate=True)
-    w.index_put_((rows, hi), frac, accumulate=True)
-    return w
-
-
-def kit_border(images: torch.Tensor, size: int = 24) -> torch.Tensor:
-    """The UAE warm-up kit's black border: resize (N, C, H, W) digits to ``size`` x ``size``
-    with TF1's bilinear resize (:func:`legacy_resize_weights`) and place them in the centre of
-    an H x W black frame (2 px on each side for 28 -> 24: the kit's 4 px pad to 32 x 32 and
-    its centre crop back to 28 x 28). Values stay in [0, 1]."""
-    h, w = images.shape[-2:]
-    wy = legacy_resize_weights(h, size).to(images)
-    wx = legacy_resize_weights(w, size).to(images)
-    small = torch.einsum("yh,nchw,xw->ncyx", wy, images, wx)
-    top, left = (h - size) // 2, (w - size) // 2
-    out = nn.functional.pad(small, (left, w - size - left, top, h - size - top))
-    return out.clamp_(0.0, 1.0).contiguous()
-
-
-def add_border(images: torch.Tensor, shrink: str | bool = "none") -> torch.Tensor:
-    """``images`` (N, C, 28, 28) with the border ``shrink`` (one of :data:`SHRINKS`; True is
-    ``"20x20"``, False ``"none"``) applied; ``"none"`` returns ``images`` itself."""
-    kind = _shrink_kind(shrink)
-    if kind == "kit":
-        return kit_border(images)
-    if kind == "20x20":
-        return shrink_pad(images)
-    return images
-
-
-def _shrink_kind(shrink: str | bool | None) -> str:
-    if isinstance(shrink, bool):
-        return "20x20" if shrink else "none"
-    check_choice("attack.shrink", shrink, list(SHRINKS))
-    return str(shrink)
-
-
-def affine_matrices(angle: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
-                    size: tuple[int, int] = (28, 28)) -> torch.Tensor:
-    """(N, 2, 3) source-to-destination matrices: rotate ``angle`` degrees counterclockwise
-    about the centre, then shift by (dx, dy) pixels (+x right, +y down)."""
-    theta = angle * (math.pi / 180.0)
-    cos, sin = torch.cos(theta), torch.sin(theta)
-    cx, cy = (size[1] - 1) / 2.0, (size[0] - 1) / 2.0
-    # y points down, so a visually counterclockwise rotation is [[c, s], [-s, c]].
-    tx = cx - cos * cx - sin * cy + dx
-    ty = cy + sin * cx - cos * cy + dy
-    row0 = torch.stack([cos, sin, tx], -1)
-    row1 = torch.stack([-sin, cos, ty], -1)
-    return torch.stack([row0, row1], -2)
-
-
-def warp(images: torch.Tensor, angle: torch.Tensor, dx: torch.Tensor,
-         dy: torch.Tensor) -> torch.Tensor:
-    """Rotate and shift each image by its own parameters (each (N,)); bilinear, black fill."""
-    m = affine_matrices(angle.to(images), dx.to(images), dy.to(images), images.shape[-2:])
-    out = warp_affine(images, m, dsize=tuple(images.shape[-2:]), mode="bilinear",
-                      padding_mode="zeros", align_corners=True)
-    return out.clamp_(0.0, 1.0)
-
-
-def sampling_grids(params: torch.Tensor, size: tuple[int, int] = (28, 28),
-                   dtype: torch.dtype = torch.float32,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """(T, H, W, 2) ``grid_sample`` grids of the (T, 3) (angle, dx, dy) transforms.
-
-    The same warp as :func:`warp` (bilinear, zeros, ``align_corners=True``): output pixel
-    (x, y) samples the source at ``A^-1 ((x, y) - t)`` for the source-to-destination matrix
-    ``[A | t]`` of :func:`affine_matrices`, in normalized coordinates. Built in float64 and
-    cast, so a grid computed once serves every image (the attack caches them per device and
-    dtype and warps many images with one ``grid_sample`` call per block of transforms).
-    """
-    h, w = int(size[0]), int(size[1])
-    p = params.detach().to("cpu", torch.float64)
-    m = affine_matrices(p[:, 0], p[:, 1], p[:, 2], (h, w))
-    inv = torch.linalg.inv(m[:, :, :2])
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64),
-                            torch.arange(w, dtype=torch.float64), indexing="ij")
-    dst = torch.stack([xs, ys], -1)[None] - m[:, None, None, :, 2]  # (T, H, W, 2)
-    src = torch.einsum("tij,thwj->thwi", inv, dst)
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=torch.float64)
-    return (src * scale - 1.0).to(device=device, dtype=dtype).contiguous()
-
-
-def warp_many(images: torch.Tensor, grids: torch.Tensor) -> torch.Tensor:
-    """Every image under every grid: images (N, 1, H, W), grids (B, H, W, 2) -> (B, N, H, W).
-
-    One ``grid_sample`` call: the N single-channel images are the channels of one input, so
-    each grid is applied to all of them (no per-pair grid copies). Clamped to [0, 1] like
-    :func:`warp`.
-    """
-    b, n = grids.shape[0], images.shape[0]
-    src = images[:, 0].unsqueeze(0).expand(b, n, *images.shape[-2:])
-    out = nn.functional.grid_sample(src, grids, mode="bilinear", padding_mode="zeros",
-                                    align_corners=True)
-    return out.clamp_(0.0, 1.0)
-
-
-def spatial_transform(images: torch.Tensor, angle: torch.Tensor | float,
-                      dx: torch.Tensor | float, dy: torch.Tensor | float,
-                      shrink: str | bool = "none") -> torch.Tensor:
-    """The transform the attack applies: the border ``shrink`` (:func:`add_border`), then
-    :func:`warp`.
-
-    Shape: images (N, 1, 28, 28) in [0, 1]; angle (degrees), dx, dy (pixels) scalars or (N,).
-    """
-    n = images.shape[0]
-    params = [torch.as_tensor(v, dtype=images.dtype, device=images.device).expand(n)
-              for v in (angle, dx, dy)]
-    return warp(add_border(images, shrink), *params)
 
 
 class SpatialGrid(Attack):
@@ -292,7 +158,7 @@ class SpatialGrid(Attack):
         self.n_shifts = check_int("attack.n_shifts", cfg["n_shifts"])
         check_choice("attack.mode", mode, ["grid", "random"])
         self.mode, self.k = mode, check_int("attack.k", k)
-        self.shrink = _shrink_kind(cfg["shrink"])
+        self.shrink = check_shrink(cfg["shrink"])
         tol = cfg["mass_tolerance"]
         if tol is not None:
             check_range("attack.mass_tolerance", tol, 0.0, None, lo_open=True)

@@ -16,13 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from advdefense.checks import ConfigError, check_choice
 from advdefense.cli.common import build, log, plain, print_table, quiet_third_party, setup_wandb_env
 from advdefense.ensembles import member_names
-from advdefense.evaluation.cache import CellCache, file_hash
+from advdefense.evaluation.cache import CellCache
 from advdefense.evaluation.certified import CertifyConfig, certify_models, write_certified
 from advdefense.evaluation.grid import MissingSurrogateError
 from advdefense.evaluation.masking import SqueezeSurrogate
-from advdefense.evaluation.pipeline import SanityConfig, SweepConfig, evaluate_models, subsample
+from advdefense.evaluation.pipeline import SanityConfig, SweepConfig, evaluate_models
 from advdefense.evaluation.threats import THREATS, AttackSpec, EvalModel
+from advdefense.io import file_digest
 from advdefense.registry import list_models, load_model, model_path
+from advdefense.sampling import stratified_sample
 
 TRAIN_SURROGATE = "python train.py preprocess=none defense=none"
 
@@ -52,7 +54,7 @@ def _device(cfg: DictConfig) -> torch.device:
 
 
 def _load(name: str, path: Path, device: torch.device | str = "cpu") -> EvalModel:
-    return EvalModel(name, load_model(path, device), file_hash(path))
+    return EvalModel(name, load_model(path, device), file_digest(path))
 
 
 def load_models(cfg: DictConfig) -> list[EvalModel]:
@@ -200,7 +202,7 @@ def _data(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
     from advdefense.data import load_mnist67
 
     images, labels = load_mnist67("test", root=cfg.eval.get("data_root"))
-    idx = subsample(labels, cfg.eval.get("n"), int(cfg.get("seed", 0)))
+    idx = stratified_sample(labels, cfg.eval.get("n"), int(cfg.get("seed", 0)))
     device = _device(cfg)
     return images[idx].to(device), labels[idx].to(device)
 

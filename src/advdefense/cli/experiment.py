@@ -162,7 +162,7 @@ def stage_times(timings: list[dict[str, Any]]) -> str:
 def _write_summary(path: Path, summary: dict[str, Any], timings: list[dict[str, Any]]) -> None:
     import json
 
-    from advdefense.registry import atomic_write_text
+    from advdefense.io import atomic_write_text
 
     plain = {"timings": timings, "members": summary["members"], "ensembles": summary["ensembles"]}
     atomic_write_text(path, json.dumps(plain, indent=2, default=str))

@@ -19,7 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from advdefense.cli.common import log, print_table
-from advdefense.registry import atomic_write_text
+from advdefense.io import atomic_write_text
 
 FAILED = "failed.json"
 

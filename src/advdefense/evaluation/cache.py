@@ -22,26 +22,9 @@ from typing import Any
 
 import torch
 
-from advdefense.registry import atomic_write_bytes, atomic_write_text
+from advdefense.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_hash(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (memoized on path, size and mtime)."""
-    path = Path(path)
-    stat = path.stat()
-    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        _HASHES[memo] = h.hexdigest()
-    return _HASHES[memo]
-
-
 # What computes a cell's numbers, relative to the package folder: every attack, the
 # preprocessing, the ensembles, the nets and what white-box attacks see (``attackable``:
 # straight-through rounding); a folder stands for its *.py files.

@@ -20,7 +20,8 @@ import torch
 from advdefense.certify import ablated_parts, certify
 from advdefense.evaluation.cache import CellCache, cell_key
 from advdefense.evaluation.threats import EvalModel
-from advdefense.registry import atomic_write_text
+from advdefense.io import atomic_write_text
+from advdefense.sampling import stratified_sample
 
 FILE = "certified.json"
 
@@ -53,9 +54,7 @@ def certify_models(models: Sequence[EvalModel], images: torch.Tensor, labels: to
         records ``{"model", "keep", "n_images", "n0", "n", "alpha", "radii",
         "certified_accuracy", "abstain", "smoothed_accuracy", "median_radius", "seconds"}``.
     """
-    from advdefense.evaluation.pipeline import subsample
-
-    idx = subsample(labels, config.images, seed)
+    idx = stratified_sample(labels, config.images, seed)
     x, y = images[idx], labels[idx]
     out = []
     for m in models:

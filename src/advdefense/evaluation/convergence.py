@@ -21,6 +21,7 @@ import torch
 
 from advdefense.evaluation.cache import CellCache, cell_key
 from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable, predict_logits
+from advdefense.sampling import stratified_sample
 
 # the doubled-restarts rerun draws its starts from seed + RESEED (never one of the cell's own)
 RESEED = 10_007
@@ -28,10 +29,8 @@ RESEED = 10_007
 
 def _positions(record: dict[str, Any], labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """Positions in the cell's ``pred`` list of a stratified subset of at most ``n`` images."""
-    from advdefense.evaluation.pipeline import subsample
-
     index = torch.tensor(record.get("index", range(len(record["pred"]))), dtype=torch.long)
-    return subsample(labels.cpu()[index], n, seed)
+    return stratified_sample(labels.cpu()[index], n, seed)
 
 
 def convergence_runs(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],

@@ -14,7 +14,7 @@ row: the per-attack rows are never computed on a subset filtered by another atta
 
 Budgeted attacks (``attack_n``): an attack crafted against each model (white-box, black-box)
 may be limited to the first ``k`` images of one seeded, stratified, *nested* order of the
-evaluated images (:func:`nested_order`), so every smaller subset lies inside every larger one.
+evaluated images (:func:`advdefense.sampling.stratified_sample`, ``nested=True``), so every smaller subset lies inside every larger one.
 Such a record has ``n = k`` and ``"index"``: the positions (into the evaluated images) it
 covers. Transfer rows and the clean row always use every image. Worst cases are taken on the
 images every combined record covers (see :mod:`advdefense.evaluation.worst_case`).
@@ -38,29 +38,11 @@ from advdefense.evaluation.threats import (
     craft,
     predict_logits,
 )
+from advdefense.sampling import stratified_sample
 
 
 class MissingSurrogateError(RuntimeError):
     """The transfer threat model needs a surrogate model that is not in the registry."""
-
-
-def nested_order(labels: torch.Tensor, seed: int = 0, first: int = 0) -> torch.Tensor:
-    """A permutation of ``range(N)`` whose every prefix is (nearly) stratified by label.
-
-    Each class is shuffled (seeded); item ``r`` of a class of size ``m`` gets the key
-    ``(r + 0.5) / m`` and the order sorts by key, so a prefix of length ``k`` holds each class in
-    proportion (within one image). The positions ``0 .. first-1`` (the images whose adversarial
-    versions are plotted) are put in front, so every subset contains them.
-    """
-    n = len(labels)
-    g = torch.Generator().manual_seed(int(seed))
-    keys = torch.empty(n, dtype=torch.float64)
-    for c in labels.unique():
-        pos = (labels == c).nonzero().squeeze(1)
-        perm = pos[torch.randperm(len(pos), generator=g)]
-        keys[perm] = (torch.arange(len(pos), dtype=torch.float64) + 0.5) / len(pos)
-    keys[:min(first, n)] = -1.0
-    return torch.sort(keys, stable=True).indices
 
 
 def _key(model: EvalModel, spec: AttackSpec, threat: str, surrogate: EvalModel | None,
@@ -108,7 +90,9 @@ class Grid:
         self.images, self.labels, self.cache = images, labels, cache
         self.subset_id, self.surrogate, self.n_examples = subset_id, surrogate, n_examples
         self.attack_n = {k: int(v) for k, v in (attack_n or {}).items() if v is not None}
-        self._order = nested_order(labels, seed, n_examples) if self.attack_n else None
+        # the plotted images (positions < n_examples) lead the order, so every subset holds them
+        self._order = stratified_sample(labels, seed=seed, nested=True, first=n_examples,
+                                        rng="torch", ties="position") if self.attack_n else None
         self._transfer: dict[str, torch.Tensor] = {}
         self._attackable: dict[str, nn.Module] = {}
         self._records: dict[str, dict[str, Any]] = {}

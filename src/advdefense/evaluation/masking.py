@@ -14,7 +14,7 @@ the forward pass is exact:
   :class:`advdefense.ensembles.MemberMargins` gives the vote's exact output with the gradient
   of the median member's margin.
 
-:class:`GradientVariants` wraps a gradient attack (the grid's PGD). On a model that contains a
+:class:`GradientVariants` wraps a gradient attack (the grid's PGD and sparse PGD). On a model that contains a
 feature squeeze (found by type) it also runs the attack through each squeeze surrogate; on a
 :class:`~advdefense.ensembles.MajorityVote` also through its members' margins, with and without
 the squeeze surrogates. Every variant runs on every image with the same settings and seed
@@ -30,7 +30,7 @@ own-output counterpart by more than the tolerance:
 
 * ``squeeze_surrogate_beats_straight_through``: the squeeze surrogate left lower accuracy
   than straight-through (the same attack, the same images). Straight-through figures of
-  this model's *other* gradient attacks (FGSM, JSMA, sparse PGD) are then upper bounds too.
+  this model's *other* gradient attacks (FGSM, JSMA) are then upper bounds too.
 * ``members_beat_vote_output``: the attack through the members' margins left lower accuracy
   than through the vote's own output; gradient attacks on the vote's output are then weak.
 """
@@ -225,12 +225,13 @@ def with_gradient_variants(specs: Sequence[Any],
                            squeeze_surrogates: Sequence[SqueezeSurrogate] = DEFAULT_SQUEEZE_SURROGATES,
                            vote_members: bool = True, kinds: tuple[type, ...] | None = None
                            ) -> list[Any]:
-    """The grid's attack specs with every gradient attack of type ``kinds`` (default: PGD)
+    """The grid's attack specs with every gradient attack of type ``kinds`` (default: the
+    attacks on PGD's loop, :class:`~advdefense.attacks.pgd.PGDLoop`: PGD and sparse PGD)
     wrapped in :class:`GradientVariants`; its config records the wrapper (cache key)."""
-    from advdefense.attacks import PGD
+    from advdefense.attacks.pgd import PGDLoop
     from advdefense.evaluation.threats import AttackSpec
 
-    kinds = kinds or (PGD,)
+    kinds = kinds or (PGDLoop,)
     if not squeeze_surrogates and not vote_members:
         return list(specs)
     out = []

@@ -70,9 +70,10 @@ def accuracy_at_coverage(correct: torch.Tensor, confidence: torch.Tensor,
     return k / keep, k, keep
 
 
-def classification_metrics(labels: torch.Tensor, preds: torch.Tensor,
+def metrics_with_intervals(labels: torch.Tensor, preds: torch.Tensor,
                            confidence: torch.Tensor, coverage: float = 0.8) -> dict[str, Any]:
-    """Accuracy, precision, recall, F1 (positive = 7), confusion matrix and accuracy@80.
+    """Accuracy, precision, recall, F1 (positive = 7), confusion matrix and accuracy@80, the
+    ratios with their Wilson 95% intervals (``_lo`` / ``_hi``): one evaluation row's metrics.
 
     Args:
         labels: (N,) int64 in {0, 1}.

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from advdefense.attacks.threat import ThreatModel, threat_model_of
@@ -40,7 +39,8 @@ from advdefense.evaluation.sanity import (
 from advdefense.evaluation.sweeps import eps_sweep, spatial_sweep
 from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable
 from advdefense.evaluation.worst_case import add_worst_cases
-from advdefense.registry import atomic_write_text
+from advdefense.io import atomic_write_text
+from advdefense.sampling import stratified_sample
 
 
 @dataclass
@@ -82,16 +82,6 @@ def threat_models(attacks: Sequence[AttackSpec]) -> dict[str, ThreatModel | None
 def sparse_attacks(attacks: Sequence[AttackSpec]) -> list[str]:
     """Rows whose attack declares an L0 threat model (any access, any budget)."""
     return [name for name, tm in threat_models(attacks).items() if tm is not None and tm.l0]
-
-
-def subsample(labels: torch.Tensor, n: int | None, seed: int = 0) -> torch.Tensor:
-    """Sorted indices of a deterministic stratified subset of ``n`` items (all if None)."""
-    from advdefense.data import stratified_split
-
-    if n is None or n >= len(labels):
-        return torch.arange(len(labels))
-    taken, _ = stratified_split(labels.cpu().numpy(), int(n), seed)
-    return torch.from_numpy(np.asarray(taken, dtype=np.int64))
 
 
 def subset_id(split: str, idx: torch.Tensor) -> str:
@@ -180,7 +170,7 @@ def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch
                 sanity: SanityConfig, seed: int, progress: bool
                 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     k = sweep.n if isinstance(sweep.n, int) else max(sweep.min_n, math.ceil(sweep.n * len(labels)))
-    idx = subsample(labels, k, seed)
+    idx = stratified_sample(labels, k, seed)
     x, y = images[idx], labels[idx]
     threats = [t for t in sweep.threats if t != "transfer" or surrogate is not None]
     grid = Grid(x, y, cache, subset_id("sweep", idx) + cell_key({"l": labels.tolist()})[:8],

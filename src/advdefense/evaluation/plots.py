@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from advdefense.evaluation.l0_curves import accuracy_at  # noqa: E402
-from advdefense.registry import atomic_write_bytes  # noqa: E402
+from advdefense.io import atomic_write_bytes  # noqa: E402
 
 STYLES = {"whitebox": "-", "transfer": "--", "blackbox": ":"}
 MAX_SERIES = 8  # lines per panel; models beyond it go to another panel of the same family

@@ -1,7 +1,7 @@
 """Result rows (metrics per cell) and their atomic JSON / CSV files.
 
 A row is one model x attack x threat: ``model``, ``attack``, ``threat``, ``n``, the metrics
-of :func:`advdefense.evaluation.metrics.classification_metrics` with their Wilson bounds,
+of :func:`advdefense.evaluation.metrics.metrics_with_intervals` with their Wilson bounds,
 ``confusion`` ([[TN, FP], [FN, TP]], positive = digit 7), ``seconds``, ``queries_mean`` and
 ``flags`` (names of the sanity checks that failed for this row; empty = none), and for rows
 that are the per-example worst over gradient variants (:mod:`advdefense.evaluation.masking`)
@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from advdefense.evaluation.metrics import classification_metrics
-from advdefense.registry import atomic_write_text
+from advdefense.evaluation.metrics import metrics_with_intervals
+from advdefense.io import atomic_write_text
 
 COLUMNS = ("model", "attack", "threat", "n", "accuracy", "accuracy_lo", "accuracy_hi",
            "precision", "precision_lo", "precision_hi", "recall", "recall_lo", "recall_hi",
@@ -38,7 +38,7 @@ def to_row(record: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
     if record.get("index") is not None:  # a budgeted cell: its subset of the images
         labels = labels[torch.tensor(record["index"], dtype=torch.long)]
     row = {"model": record["model"], "attack": record["attack"], "threat": record["threat"]}
-    row |= classification_metrics(labels, pred, conf)
+    row |= metrics_with_intervals(labels, pred, conf)
     row["seconds"] = record.get("seconds", 0.0)
     row["queries_mean"] = record.get("info", {}).get("queries_mean")
     row["flags"] = list(record.get("flags", []))

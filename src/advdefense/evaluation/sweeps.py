@@ -3,19 +3,20 @@
 * eps sweep: accuracy vs eps for FGSM and PGD (``attack_at_eps(eps)`` builds the attack),
   under the given threat models. It runs through the same cached :class:`Grid` as the main
   grid, so eps = 0 is a real attack call (not a shortcut) and reruns are free.
-* spatial sweep: accuracy under one fixed rotation (degrees about the centre; the sign is only a
-  convention, the sweep is symmetric) or one fixed shift (pixels; ``dx`` right, ``dy`` down), zero
-  padding, bilinear sampling.
+* spatial sweep: accuracy under one fixed rotation (degrees about the centre, positive =
+  counterclockwise as displayed) or one fixed shift (pixels; ``dx`` right, ``dy`` down), zero
+  padding, bilinear sampling: the spatial attack's own warp
+  (:func:`advdefense.attacks.geometry.spatial_transform`, no border).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from advdefense.attacks.geometry import spatial_transform
 from advdefense.evaluation.grid import Grid
 from advdefense.evaluation.threats import CLEAN, AttackSpec, EvalModel, predict_logits
 
@@ -56,28 +57,12 @@ def _row(record: dict[str, Any], labels: torch.Tensor, attack: str, threat: str,
             "accuracy": correct / max(len(labels), 1), "n": len(labels)}
 
 
-def affine(images: torch.Tensor, angle: float = 0.0, dx: float = 0.0, dy: float = 0.0) -> torch.Tensor:
-    """Rotate by ``angle`` degrees about the centre, then shift by (dx, dy) pixels.
-
-    Shape: (N, 1, 28, 28) in [0, 1] -> same; zero padding, bilinear, clamped to [0, 1].
-    """
-    n, _, h, w = images.shape
-    a = math.radians(float(angle))
-    cos, sin = math.cos(a), math.sin(a)
-    theta = torch.tensor([[cos, -sin, -2 * dx / w], [sin, cos, -2 * dy / h]],
-                         dtype=images.dtype, device=images.device).expand(n, 2, 3)
-    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-    out = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
-                                          align_corners=False)
-    return out.clamp(0.0, 1.0)
-
-
 def spatial_sweep(models: Sequence[EvalModel], images: torch.Tensor, labels: torch.Tensor,
                   angles: Sequence[float], shifts: Sequence[float]) -> list[dict[str, Any]]:
     """Rows ``{model, kind: 'angle'|'dx'|'dy', value, accuracy, n}`` (forward passes only)."""
-    points = [("angle", float(a), affine(images, angle=a)) for a in angles]
-    points += [("dx", float(s), affine(images, dx=s)) for s in shifts]
-    points += [("dy", float(s), affine(images, dy=s)) for s in shifts]
+    points = [("angle", float(a), spatial_transform(images, a, 0.0, 0.0)) for a in angles]
+    points += [("dx", float(s), spatial_transform(images, 0.0, s, 0.0)) for s in shifts]
+    points += [("dy", float(s), spatial_transform(images, 0.0, 0.0, s)) for s in shifts]
     rows = []
     for m in models:
         for kind, value, x in points:

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from advdefense.lit.metrics import classification_metrics, confusion_matrix
+from advdefense.lit.metrics import binary_metric_collection, confusion_matrix
 
 
 class ClassifierModule(pl.LightningModule):
@@ -26,8 +26,8 @@ class ClassifierModule(pl.LightningModule):
                  scheduler: Callable[..., Any] | None = None) -> None:
         super().__init__()
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.val_metrics = classification_metrics("val/")
-        self.test_metrics = classification_metrics("test/")
+        self.val_metrics = binary_metric_collection("val/")
+        self.test_metrics = binary_metric_collection("test/")
         self.test_confusion = confusion_matrix()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

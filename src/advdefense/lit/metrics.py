@@ -12,8 +12,9 @@ from torchmetrics.classification import (
 )
 
 
-def classification_metrics(prefix: str) -> MetricCollection:
-    """Accuracy, precision, recall and F1 for labels/predictions in {0, 1}, keys ``<prefix>acc``..."""
+def binary_metric_collection(prefix: str) -> MetricCollection:
+    """torchmetrics collection of accuracy, precision, recall and F1 for labels/predictions in
+    {0, 1} (updated batch by batch during training), keys ``<prefix>acc``..."""
     return MetricCollection(
         {"acc": BinaryAccuracy(), "precision": BinaryPrecision(), "recall": BinaryRecall(),
          "f1": BinaryF1Score()},

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from advdefense.io import file_digest
 from advdefense.registry import model_path
 
 # data keys that say where or how the data is fetched, never which images are used
@@ -46,4 +47,4 @@ def config_digest(cfg: Mapping[str, Any]) -> str:
 
 
 def _file_digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return file_digest(path) if path.is_file() else None

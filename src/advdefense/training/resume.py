@@ -183,7 +183,7 @@ def mark_finished(trainer: pl.Trainer) -> None:
     """Record beside ``last.ckpt`` that ``fit`` ended normally (not an interrupted run)."""
     path = last_checkpoint_path(trainer)
     if path is not None and path.is_file() and trainer.is_global_zero:
-        from advdefense.registry import atomic_write_text
+        from advdefense.io import atomic_write_text
 
         atomic_write_text(path.parent / FINISHED, json.dumps({"global_step": trainer.global_step}))
 
