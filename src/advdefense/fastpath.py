@@ -20,7 +20,8 @@ the same input gradients (up to float rounding), faster on the CPU:
   so its surrogate gradients (:func:`advdefense.preprocess.squeeze_gradient`) are honoured.
 * **Frozen parameters**: attacks need input gradients only.
 
-The module types the evaluation dispatches on stay the same (an ensemble is still a
+Off the CPU (CUDA), :class:`FastMember` runs the plain pipeline: these means were measured on
+the CPU only. The module types the evaluation dispatches on stay the same (an ensemble is still a
 ``MajorityVote``/``StackedLogits``..., its squeezes still ``FeatureSqueeze`` modules): only the
 member pipelines (``nn.Sequential(preprocess=..., net=SmallCNN)``) become :class:`FastMember`,
 a ``nn.Sequential`` subclass with the same children.
@@ -38,7 +39,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from advdefense.nets import SmallCNN
-from advdefense.preprocess import FeatureSqueeze
+from advdefense.preprocess import FeatureSqueeze, quantize
 
 DEFAULT_CHUNK = 256
 
@@ -76,6 +77,62 @@ def binary_squeeze(images: torch.Tensor, window: int) -> torch.Tensor:
     return count.gt(window * window // 2).to(images.dtype)
 
 
+def median3(images: torch.Tensor, window: int) -> torch.Tensor:
+    """Kornia's ``median_blur(images, (window, window))`` (reflect padding), values and gradient.
+
+    The same ``window**2`` neighbours in the same order (row-major) go to the same
+    ``torch.median``, so the same element is picked, ties included, and the gradient reaches
+    the same pixel; the neighbours are shifted views of the padded image instead of the output
+    of a convolution with one-hot kernels, and the non-finite check is skipped (images are in
+    [0, 1]).
+
+    Args:
+        images: (N, C, H, W) float in [0, 1]; window: odd, >= 3.
+
+    Returns:
+        (N, C, H, W), differentiable.
+    """
+    r = window // 2
+    padded = F.pad(images, (r, r, r, r), mode="reflect")
+    h, w = images.shape[-2:]
+    # the neighbours along the last, contiguous dim: torch.median copies any other dim there
+    stack = torch.stack([padded[..., dy:dy + h, dx:dx + w]
+                         for dy in range(window) for dx in range(window)], dim=-1)
+    return stack.median(dim=-1).values
+
+
+class _FirstConv(torch.autograd.Function):
+    """A one-input-channel convolution (stride 1, 'same' padding, frozen weights) whose input
+    gradient is one matrix product and a ``fold`` (col2im): 3-6x faster on the CPU than the
+    generic convolution backward for 16-32 output channels and one input channel."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, weight: torch.Tensor,  # noqa: ANN001
+                bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        ctx.size = images.shape[-2:]
+        return F.conv2d(images, weight, bias, padding=weight.shape[-1] // 2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # noqa: ANN001
+        (weight,) = ctx.saved_tensors
+        c, k = weight.shape[0], weight.shape[-1]
+        cols = torch.matmul(weight.reshape(c, k * k).t(), grad.reshape(len(grad), c, -1))
+        return F.fold(cols, tuple(ctx.size), k, padding=k // 2), None, None
+
+
+def _first_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, with :class:`_FirstConv`'s backward where it applies."""
+    k = conv.kernel_size[0]
+    if (torch.is_grad_enabled() and x.requires_grad and not conv.weight.requires_grad
+            and conv.in_channels == 1 and conv.groups == 1 and conv.kernel_size == (k, k)
+            and k % 2 == 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and conv.padding == (k // 2, k // 2) and conv.padding_mode == "zeros"
+            and (conv.bias is None or not conv.bias.requires_grad)):
+        return _FirstConv.apply(x, conv.weight, conv.bias)
+    return conv(x)
+
+
 class FastMember(nn.Sequential):
     """A member pipeline ``preprocess -> SmallCNN`` with the same values, computed faster.
 
@@ -98,22 +155,27 @@ class FastMember(nn.Sequential):
         self.chunk = int(chunk)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device.type != "cpu":  # measured on the CPU only: elsewhere the plain path
+            return super().forward(images)
         if len(images) <= self.chunk:
             return self._forward(images)
         return torch.cat([self._forward(part) for part in images.split(self.chunk)])
 
     def _preprocess(self, images: torch.Tensor) -> torch.Tensor:
         pre = self.preprocess
-        if (isinstance(pre, FeatureSqueeze) and pre.bits == 1 and pre.window > 1
-                and pre.median_gradient == "exact"
-                and not (torch.is_grad_enabled() and images.requires_grad)):
+        if not (isinstance(pre, FeatureSqueeze) and pre.window > 1
+                and pre.median_gradient == "exact"):
+            return pre(images)
+        if pre.bits == 1 and not (torch.is_grad_enabled() and images.requires_grad):
             return binary_squeeze(images, pre.window)
-        return pre(images)
+        out = median3(images, pre.window)
+        return out if pre.bits is None else quantize(out, pre.bits, pre.straight_through,
+                                                     pre.temperature)
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
         f = self.net.features
         x = self._preprocess(images)
-        x = f[2](f[0](x)).relu_()  # conv, pool, relu: pooling first, same values and gradients
+        x = f[2](_first_conv(f[0], x)).relu_()  # conv, pool, relu: pooling first, same values and gradients
         x = f[5](f[3](x)).relu_()
         return self.net.head(x)
 
