@@ -8,8 +8,8 @@ the same input gradients (up to float rounding), faster on the CPU:
   wide SmallCNN has 100 MB of first-layer activations, which no cache holds; chunks keep the
   activations of one chunk in the L2/L3 caches for the next layer, and autograd runs the
   backward pass chunk by chunk as well (its nodes run in reverse creation order). Each image's
-  result does not depend on the others, so chunking changes no value. Not for backward passes
-  on more than one thread: there chunks made them slower (0.6x on the shared 2-core machine).
+  result does not depend on the others, so chunking changes no value. One intra-op thread
+  only: on two, chunks made both passes slower (0.6-0.8x on the shared 2-core machine).
 * **Max-pooling before the ReLU** in the SmallCNN: ``maxpool(relu(x)) == relu(maxpool(x))``
   exactly (the ReLU is monotone), with the same input gradient (the pooling routes the gradient
   to the first maximum in both orders; where that maximum is <= 0 the ReLU zeroes it in both),
@@ -158,9 +158,8 @@ class FastMember(nn.Sequential):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.device.type != "cpu":  # measured on the CPU only: elsewhere the plain path
             return super().forward(images)
-        grad = torch.is_grad_enabled() and images.requires_grad
-        if len(images) <= self.chunk or (grad and torch.get_num_threads() > 1):
-            # chunked backward passes were 0.6x slower on 2 threads (shared 2-core machine)
+        if len(images) <= self.chunk or torch.get_num_threads() > 1:
+            # on 2 threads chunks were slower (0.6-0.8x, shared 2-core machine)
             return self._forward(images)
         return torch.cat([self._forward(part) for part in images.split(self.chunk)])
 
