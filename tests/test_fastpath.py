@@ -51,17 +51,23 @@ def test_fast_logits_and_input_gradients_match_plain(name: str) -> None:
     plain = attackable(CheckedModel(model), fast=False)
     fast = attackable(CheckedModel(model))
     assert sum(isinstance(m, FastMember) for m in fast.modules()) >= 1
-    x = images()  # 21 images, chunks of 8: a partial last chunk
+    x = images()  # 21 images, chunks of 8 (one thread only): a partial last chunk
     for m in fast.modules():
         if isinstance(m, FastMember):
             m.chunk = 8
     lp, gp = logits_and_grad(plain, x)
-    lf, gf = logits_and_grad(fast, x)
     assert gp.abs().max() > 0
-    torch.testing.assert_close(lf, lp, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(gf, gp, rtol=1e-4, atol=1e-6)
-    with torch.inference_mode():  # the forward-only path (binary squeeze by counting)
-        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-6)
+    threads = torch.get_num_threads()
+    try:
+        for n in {1, threads}:  # chunked (one thread) and whole
+            torch.set_num_threads(n)
+            lf, gf = logits_and_grad(fast, x)
+            torch.testing.assert_close(lf, lp, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(gf, gp, rtol=1e-4, atol=1e-6)
+            with torch.inference_mode():  # the forward-only path (binary squeeze by counting)
+                torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-6)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_optimize_keeps_types_and_leaves_the_model_alone() -> None:
