@@ -17,8 +17,12 @@ the same input gradients (up to float rounding), faster on the CPU:
 * **The binarizing squeeze without the median** when no gradient is needed: with ``bits=1``
   the squeezed pixel is ``round(median) = 1`` iff the median exceeds 0.5 (``round(0.5) = 0``),
   i.e. iff more than half of the window's pixels exceed 0.5: a box sum of a binary image, the
-  same reflect padding as the median (exact). With a gradient (attacks), the original path,
-  so its surrogate gradients (:func:`advdefense.preprocess.squeeze_gradient`) are honoured.
+  same reflect padding as the median (exact). With a gradient (attacks), the median of shifted
+  views (:func:`median3`: the same element as Kornia's, ties included), then the module's own
+  rounding, so its surrogate gradients (:func:`advdefense.preprocess.squeeze_gradient`) are
+  honoured; a window-mean median gradient takes the module's own path.
+* **The first convolution's input gradient** (one input channel) as one matrix product and a
+  ``fold`` (:class:`_FirstConv`), 3-6x faster than the generic convolution backward.
 * **Frozen parameters**: attacks need input gradients only.
 
 Off the CPU (CUDA), :class:`FastMember` runs the plain pipeline: these means were measured on
