@@ -4,7 +4,9 @@ The model is the undefended SmallCNN of ``bench_attacks.py`` (same training), th
 same seeded test digits. Each eps is run by:
 
 * ``ours``: ``APGD(eps, steps=100, restarts=1, loss="ce")`` as the evaluation runs it
-  (``early_stop=True``: fooled examples leave the batch);
+  (``early_stop=True``: fooled examples leave the batch), on the model the evaluation's
+  attacks get (``evaluation.threats.attackable``: the fast path of
+  :func:`advdefense.fastpath.optimize`); torchattacks gets the trained model itself;
 * ``ours_full``: the same with ``early_stop=False`` (every example runs all 100 steps, the
   work torchattacks does);
 * ``torchattacks``: ``torchattacks.APGD(model, eps=eps, steps=100, n_restarts=1, loss="ce")``
@@ -38,6 +40,7 @@ from bench_attacks import measure, train  # noqa: E402
 from advdefense.attacks import APGD  # noqa: E402
 from advdefense.attacks.base import predict  # noqa: E402
 from advdefense.data import load_mnist67  # noqa: E402
+from advdefense.evaluation.threats import attackable  # noqa: E402
 
 
 def main() -> None:
@@ -63,11 +66,13 @@ def main() -> None:
         print(f"torchattacks not importable ({err}); skipped")
     results: dict[str, dict] = {"clean": {
         "n": args.n, "accuracy": round(100 * (predict(model, x) == y).float().mean().item(), 2)}}
+    target = attackable(model)  # what the evaluation's attacks get
+    load = [os.getloadavg()]
     for eps in args.eps:
         runs = {
-            "ours": lambda a, b, e=eps: APGD(eps=e, steps=args.steps)(model, a, b),
+            "ours": lambda a, b, e=eps: APGD(eps=e, steps=args.steps)(target, a, b),
             "ours_full": lambda a, b, e=eps: APGD(eps=e, steps=args.steps,
-                                                  early_stop=False)(model, a, b),
+                                                  early_stop=False)(target, a, b),
         }
         if ta is not None:
             runs["torchattacks"] = lambda a, b, e=eps: ta.APGD(
@@ -81,6 +86,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"threads": args.threads, "torch": torch.__version__, "repeats": args.repeats,
             "max_seconds": args.max_seconds, "cpu_count": os.cpu_count(),
+            "loadavg_start_end": load + [os.getloadavg()],
             "command": "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset")
             + f" python benchmarks/bench_apgd.py --n {args.n}"}
     tmp = out.with_suffix(".json.tmp")

@@ -27,8 +27,9 @@ from advdefense.io import atomic_write_bytes, atomic_write_text
 log = logging.getLogger(__name__)
 # What computes a cell's numbers, relative to the package folder: every attack, the
 # preprocessing, the ensembles, the nets and what white-box attacks see (``attackable``:
-# straight-through rounding); a folder stands for its *.py files.
-CODE_SOURCES = ("attacks", "preprocess.py", "ensembles.py", "nets.py", "evaluation/threats.py")
+# straight-through rounding, and its fast path); a folder stands for its *.py files.
+CODE_SOURCES = ("attacks", "preprocess.py", "ensembles.py", "nets.py", "fastpath.py",
+                "evaluation/threats.py")
 
 
 def source_digest(root: str | Path, sources: tuple[str, ...] = CODE_SOURCES) -> str:
