@@ -13,8 +13,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from advdefense.evaluation.cells import CLEAN
 from advdefense.evaluation.metrics import wilson
-from advdefense.evaluation.worst_case import HEADLINE_K, WORST_DENSE, WORST_STRESS
+from advdefense.evaluation.select import find, selector_of
+from advdefense.evaluation.worst_case import HEADLINE_K, WORST, WORST_DENSE, WORST_STRESS
 from advdefense.registry import atomic_write_text
 
 DASH = "—"
@@ -35,12 +37,24 @@ def _index(rows: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, A
     return {(r["model"], r["attack"], r["threat"]): r for r in rows}
 
 
-def _ours(idx: dict, model: str, attack: str, threat: str, keys: tuple[str, ...]) -> list[str]:
-    r = idx.get((model, attack, threat))
+def _paper_row(rows: list[dict[str, Any]], paper: dict[str, Any], model: str, attack: str,
+               threat: str) -> dict[str, Any] | None:
+    """Our row for the paper's ``attack`` (found by ``attack_select``, see
+    :mod:`advdefense.evaluation.select`; ``attack_map`` names it in older result files)."""
+    sel = selector_of({"select": paper.get("attack_select", {}).get(attack)})
+    return find(rows, model, threat, sel, [paper["attack_map"].get(attack, attack)])
+
+
+def _ours(r: dict[str, Any] | None, keys: tuple[str, ...]) -> list[str]:
     if r is None:
         return [DASH] * len(keys)
     flag = " ⚠" if r.get("flags") else ""
     return [_f(r.get(k)) + (flag if k == keys[-1] else "") for k in keys]
+
+
+def _label(paper: dict[str, Any], attack: str, row: dict[str, Any] | None) -> str:
+    """Our row's name for the paper's ``attack`` (the default name when it is not there)."""
+    return row["attack"] if row is not None else paper["attack_map"].get(attack, attack)
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -57,7 +71,7 @@ def _missing(model: str, present: set[str], train: str) -> list[str]:
 
 def single_model_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list[str]:
     """Tables I-V: paper P/R/F1 beside ours (transfer = comparable, white-box = honest)."""
-    idx, present = _index(rows), {r["model"] for r in rows}
+    present = {r["model"] for r in rows}
     keys = ("precision", "recall", "f1")
     out: list[str] = []
     for num, t in paper["tables"].items():
@@ -65,10 +79,10 @@ def single_model_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> li
         out += _missing(t["model"], present, t["train"])
         body = []
         for attack, vals in t["rows"].items():
-            ours = paper["attack_map"].get(attack, attack)
-            body.append([f"{attack} (`{ours}`)", *[_f(vals[k]) for k in keys],
-                         *_ours(idx, t["model"], ours, "transfer", keys),
-                         *_ours(idx, t["model"], ours, "whitebox", keys + ("accuracy",))])
+            tr, wb = (_paper_row(rows, paper, t["model"], attack, th) for th in THREAT_COLS)
+            body.append([f"{attack} (`{_label(paper, attack, tr or wb)}`)",
+                         *[_f(vals[k]) for k in keys], *_ours(tr, keys),
+                         *_ours(wb, keys + ("accuracy",))])
         out += _md_table(["attack", "paper P", "paper R", "paper F1", "ours transfer P", "R", "F1",
                           "ours white-box P", "R", "F1", "acc"], body) + [""]
     return out
@@ -76,7 +90,7 @@ def single_model_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> li
 
 def integrated_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list[str]:
     """Table VI (members, present or not) and Table VII (stacker) beside the paper."""
-    present, idx = {r["model"] for r in rows}, _index(rows)
+    present = {r["model"] for r in rows}
     mem = paper["members"]
     out = [f"### {mem['title']}", ""]
     out += _md_table(["#", "member", "in this evaluation"],
@@ -92,10 +106,10 @@ def integrated_tables(rows: list[dict[str, Any]], paper: dict[str, Any]) -> list
     body = []
     for name, vals in t["rows"].items():
         pre, attack = name.split("/")
-        ours = paper["attack_map"].get("clean" if attack == "none" else attack, attack)
-        body.append([pre, f"{attack} (`{ours}`)", *[_f(vals[k]) for k in keys],
-                     *_ours(idx, t["model"], ours, "transfer", keys),
-                     *_ours(idx, t["model"], ours, "whitebox", keys)])
+        key = "clean" if attack == "none" else attack
+        tr, wb = (_paper_row(rows, paper, t["model"], key, th) for th in THREAT_COLS)
+        body.append([pre, f"{attack} (`{_label(paper, key, tr or wb)}`)",
+                     *[_f(vals[k]) for k in keys], *_ours(tr, keys), *_ours(wb, keys)])
     out += _md_table(["paper preprocess", "attack", "paper acc", "P", "R", "F1",
                       "ours transfer acc", "P", "R", "F1", "ours white-box acc", "P", "R", "F1"],
                      body) + [""]
@@ -138,6 +152,12 @@ VERDICTS = ("**met** when the 95% Wilson lower bound is at or above the goal; **
             "enough images.")
 
 
+def goal_row(rows: list[dict[str, Any]], model: str, goal: dict[str, Any]) -> dict[str, Any] | None:
+    """``model``'s row for ``goal``: found by its ``select`` under its threat (see
+    :mod:`advdefense.evaluation.select`), by its ``attack`` name in older result files."""
+    return find(rows, model, goal["threat"], selector_of(goal), [goal["attack"]])
+
+
 def verdict(row: dict[str, Any] | None, goal: float) -> str:
     """``met`` (95% Wilson lower bound >= goal), ``within interval`` (only the point estimate
     is), ``missed by x`` (x = goal - accuracy), or ``not run`` when ``row`` is None."""
@@ -156,6 +176,8 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any] | None,
                   threat_models: dict[str, dict[str, Any] | None] | None = None) -> list[str]:
     """The integrated model against each goal: ours with its CI and the verdict (:func:`verdict`).
 
+    Each goal finds its row by its ``select`` (method and threat model, :func:`goal_row`).
+
     ``threat_models`` (``results.json`` meta: row -> declared threat model) keeps the stress
     rows (L0 budgets above the headline's k) out of the list of other attacks the headline worst
     case takes.
@@ -170,9 +192,10 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any] | None,
     idx, model = _index(rows), goals["model"]
     if not any(r["model"] == model for r in rows):
         return []
-    body = []
+    body, listed = [], set()
     for g in goals["rows"]:
-        r = idx.get((model, g["attack"], g["threat"]))
+        r = goal_row(rows, model, g)
+        listed |= {r["attack"]} if r is not None else set()
         word = verdict(r, g["goal"])
         body.append([g["label"], g["threat"], _f(g.get("paper")), f"{g['goal']:.3f}",
                      _ci(r), DASH if r is None else str(r["n"]),
@@ -180,9 +203,10 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any] | None,
     out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", "",
            f"A goal is {VERDICTS}", ""]
     out += _md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
-    listed = {g["attack"] for g in goals["rows"]}
     stress = {a for a, tm in (threat_models or {}).items()
               if tm and tm.get("set") == "l0" and tm.get("k", 0) > HEADLINE_K}
+    stress |= {r["attack"] for r in rows if (r.get("threat_model") or {}).get("set") == "l0"
+               and r["threat_model"].get("k", 0) > HEADLINE_K}
     extra = sorted({r["attack"] for r in rows if r["model"] == model} - listed - stress
                    - {WORST_DENSE, WORST_STRESS})
     if extra:
@@ -229,7 +253,7 @@ def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
     stress = any(r["attack"] == WORST_STRESS and r["threat"] == "all" for r in rows)
     body = []
     for m in sorted({r["model"] for r in rows}):
-        clean = next((r for r in rows if r["model"] == m and r["attack"] == "none"), None)
+        clean = find(rows, m, None, [CLEAN_SELECT], [CLEAN])
         cells = [_ci(clean)]
         for t in threats:
             cells.append(_ci(idx.get((m, "worst_case", t))))
@@ -246,12 +270,20 @@ def robust_summary(rows: list[dict[str, Any]]) -> list[str]:
     return _md_table(header, body) + [""]
 
 
-# Console columns: (row names, first present wins; threat; header label)
-HEADLINE = ((("none",), None, "clean"), (("fgsm",), "whitebox", None),
-            (("autoattack", "pgd"), "whitebox", None), (("spatial_uae",), "whitebox", None),
-            (("sparse_pgd_k20", "sparse_pgd"), "whitebox", None),
-            (("sparse_rs_k20", "local_search"), "blackbox", None),
-            (("worst_case",), "all", "worst case"))
+# Console columns: (selectors, first that matches wins; threat; header label or None = the row
+# name). Rows are found by method and threat model (advdefense.evaluation.select); the names
+# find rows of older result files.
+CLEAN_SELECT = {"method": CLEAN}
+HEADLINE = (([CLEAN_SELECT], ("none",), None, "clean"),
+            ([{"method": "fgsm", "set": "linf"}], ("fgsm",), "whitebox", None),
+            ([{"method": "cascade", "set": "linf"}, {"method": "pgd", "set": "linf"}],
+             ("autoattack", "pgd"), "whitebox", None),
+            ([{"set": "spatial", "preset": "uae_warmup"}], ("spatial_uae",), "whitebox", None),
+            ([{"method": "sparse_pgd", "k": HEADLINE_K}, {"method": "sparse_pgd", "k": 78}],
+             ("sparse_pgd_k20", "sparse_pgd"), "whitebox", None),
+            ([{"method": "sparse_rs", "k": HEADLINE_K}, {"method": "local_search", "set": "l0"}],
+             ("sparse_rs_k20", "local_search"), "blackbox", None),
+            ([{"method": WORST}], (WORST,), "all", "worst case"))
 
 
 def headline_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -263,18 +295,18 @@ def headline_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
     header names the attack, the threat model and the n behind it; ⚠ marks flagged rows.
     Returns ``(header, body)`` with full model names; the full grid is in the result files.
     """
-    idx = _index(rows)
-    clean = {r["model"]: r for r in rows if r["attack"] == "none"}
     models = list(dict.fromkeys(r["model"] for r in rows))
     header, cols = ["model"], []
-    present = {r["attack"] for r in rows}
-    for names, threat, label in HEADLINE:
-        attack = next((a for a in names if a in present), names[0])
-        cells = {m: clean.get(m) if threat is None else idx.get((m, attack, threat))
-                 for m in models}
+    for selectors, names, threat, label in HEADLINE:
+        # the first selector that finds a row for any model decides the column
+        for sel in selectors:
+            cells = {m: find(rows, m, threat, [sel], names) for m in models}
+            if any(c is not None for c in cells.values()):
+                break
         ns = sorted({r["n"] for r in cells.values() if r is not None})
         if not ns:
             continue
+        attack = next(r["attack"] for r in cells.values() if r is not None)
         n = f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
         header.append("\n".join([label or attack, threat or "", n]))
         cols.append(cells)
@@ -294,9 +326,7 @@ def goals_summary(rows: list[dict[str, Any]], experiment: str | None) -> str | N
     goals = experiment_goals(experiment)
     if not goals or not any(r["model"] == goals["model"] for r in rows):
         return None
-    idx = _index(rows)
-    words = [verdict(idx.get((goals["model"], g["attack"], g["threat"])), g["goal"])
-             for g in goals["rows"]]
+    words = [verdict(goal_row(rows, goals["model"], g), g["goal"]) for g in goals["rows"]]
     counts = {w: sum(v.split(" by ")[0] == w for v in words)
               for w in ("met", "within interval", "missed", "not run")}
     return (f"goals of experiment={experiment} (`{goals['model']}`): " +
@@ -426,7 +456,7 @@ def make_plots(out_dir: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any]
 
     pdir = out_dir / "plots"
     made = [plots.plot_eps(sweeps.get("eps", []), a, pdir / f"eps_{a}.png", kinds)
-            for a in ("fgsm", "pgd")]
+            for a in ("fgsm", "pgd")]  # by the sweep rows' method, whatever their names
     made.append(plots.plot_spatial(sweeps.get("spatial", []), ("angle",), pdir / "rotation.png",
                                    kinds))
     made.append(plots.plot_spatial(sweeps.get("spatial", []), ("dx", "dy"), pdir / "shift.png",

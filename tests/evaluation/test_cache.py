@@ -25,7 +25,7 @@ def test_second_run_recomputes_nothing(tmp_path):
     second = CountingAttack()
     rec2, grid = _run(tmp_path, second)
     assert second.calls == 0 and grid.attack_calls == 0
-    assert [r["pred"] for r in rec1] == [r["pred"] for r in rec2]
+    assert [r.pred for r in rec1] == [r.pred for r in rec2]
     third = CountingAttack()
     _run(tmp_path, third, enabled=False)  # eval.cache=false recomputes
     assert third.calls == 3
@@ -69,9 +69,9 @@ def test_attack_records_count_the_pixels_each_example_changed(tmp_path):
     grid = Grid(x, y, CellCache(tmp_path / "cache", True), "sub")
     rec = grid.cell(model, AttackSpec("sparse_pgd", SparsePGD(k=3, steps=2), {"k": 3},
                                       ("whitebox",)), "whitebox")
-    assert len(rec["l0"]) == len(y) and max(rec["l0"]) <= 3 and max(rec["l0"]) > 0
+    assert len(rec.l0) == len(y) and max(rec.l0) <= 3 and max(rec.l0) > 0
     clean = grid.cell(model, AttackSpec("none", None), "whitebox")
-    assert "l0" not in clean
+    assert clean.l0 is None
 
 
 def _source_copy(tmp_path):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from advdefense.evaluation.cells import Cell
 from advdefense.evaluation.grid import Grid
 from advdefense.evaluation.threats import CLEAN, AttackSpec, EvalModel, predict_logits
 
@@ -24,7 +25,8 @@ def eps_sweep(grid: Grid, models: Sequence[EvalModel],
               factories: dict[str, tuple[Callable[[float], Any], dict[str, Any]]],
               eps_values: Sequence[float], threats: Sequence[str],
               progress: bool = True) -> list[dict[str, Any]]:
-    """Rows ``{model, attack, threat, eps, accuracy, n}``; eps ``None`` = clean images.
+    """Rows ``{model, attack, method, threat, eps, accuracy, n}``; eps ``None`` = clean images
+    (``method``: the attack's family, what the sanity checks dispatch on).
 
     Args:
         grid: a grid over the sweep subset.
@@ -34,26 +36,24 @@ def eps_sweep(grid: Grid, models: Sequence[EvalModel],
     """
     from tqdm.auto import tqdm
 
-    labels = grid.labels
     jobs = [(m, name, t, e) for t in threats for name in factories for e in eps_values
             for m in models]
     rows = []
     for m in models:
         rec = grid.cell(m, AttackSpec(CLEAN, None), "whitebox")
-        rows.append(_row(rec, labels, "clean", "any", None))
+        rows.append(_row(rec, "clean", "any", None))
     for m, name, threat, eps in tqdm(jobs, desc="eps sweep", unit="cell", disable=not progress):
         make, config = factories[name]
         spec = AttackSpec(f"{name}@{eps:g}", make(float(eps)), config | {"eps": float(eps)},
                           (threat,))
-        rows.append(_row(grid.cell(m, spec, threat), labels, name, threat, float(eps)))
+        rows.append(_row(grid.cell(m, spec, threat), name, threat, float(eps)))
     return rows
 
 
-def _row(record: dict[str, Any], labels: torch.Tensor, attack: str, threat: str,
-         eps: float | None) -> dict[str, Any]:
-    correct = int((torch.tensor(record["pred"]) == labels.cpu()).sum())
-    return {"model": record["model"], "attack": attack, "threat": threat, "eps": eps,
-            "accuracy": correct / max(len(labels), 1), "n": len(labels)}
+def _row(cell: Cell, attack: str, threat: str, eps: float | None) -> dict[str, Any]:
+    correct = int(cell.correct.sum())
+    return {"model": cell.model, "attack": attack, "method": cell.method, "threat": threat,
+            "eps": eps, "accuracy": correct / max(cell.n, 1), "n": cell.n}
 
 
 def affine(images: torch.Tensor, angle: float = 0.0, dx: float = 0.0, dy: float = 0.0) -> torch.Tensor:
