@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from advdefense.attacks.threat import threat_model_of
-from advdefense.evaluation.cache import CellCache, cell_key
+from advdefense.evaluation.cache import CellCache, cell_key, code_version
 from advdefense.evaluation.cells import Cell, ResultSet
 from advdefense.evaluation.convergence import convergence_runs
 from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
@@ -125,18 +125,38 @@ def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch
                 surrogate: EvalModel | None, cache: CellCache, sweep: SweepConfig,
                 sanity: SanityConfig, seed: int, progress: bool
                 ) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The eps and spatial sweeps and the gradient check; every part is cached per model, so
+    a rerun (or the final run after a multirun over models) recomputes nothing."""
     idx = subsample(labels, sweep.images(len(labels)), seed)
     x, y = images[idx], labels[idx]
     threats = [t for t in sweep.threats if t != "transfer" or surrogate is not None]
-    grid = Grid(x, y, cache, subset_id("sweep", idx) + cell_key({"l": labels.tolist()})[:8],
-                surrogate)
+    sid = subset_id("sweep", idx) + cell_key({"l": labels.tolist()})[:8]
+    grid = Grid(x, y, cache, sid, surrogate)
     eps_rows = eps_sweep(grid, models, sweep.factories, sweep.eps, threats, progress)
-    spatial_rows = spatial_sweep(models, x, y, sweep.angles, sweep.shifts)
-    checks = sweep_checks(eps_rows, sanity.tol, sanity.eps1_max_acc)
     g = min(sweep.gradient_n, len(y))
-    checks += gradient_checks({m.name: attackable(m.module) for m in models}, x[:g], y[:g],
-                              sanity.max_zero_grad)
+    spatial_rows, grad = [], []
+    for m in models:
+        spatial_rows += _cached(cache, {"spatial_sweep": m.digest, "subset": sid,
+                                        "angles": list(sweep.angles), "shifts": list(sweep.shifts)},
+                                lambda m=m: spatial_sweep([m], x, y, sweep.angles, sweep.shifts))
+        grad += _cached(cache, {"zero_gradient": m.digest, "subset": sid, "g": g,
+                                "max": sanity.max_zero_grad},
+                        lambda m=m: gradient_checks({m.name: attackable(m.module)}, x[:g], y[:g],
+                                                    sanity.max_zero_grad))
+    checks = sweep_checks(eps_rows, sanity.tol, sanity.eps1_max_acc) + grad
     return {"eps": eps_rows, "spatial": spatial_rows}, checks
+
+
+def _cached(cache: CellCache, parts: dict[str, Any],
+            compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """``compute()`` (a JSON-able list), stored in ``cache`` under ``parts`` + the code version."""
+    key = cell_key(parts | {"v": code_version()})
+    hit = cache.get(key)
+    if hit is not None and isinstance(hit.get("items"), list):
+        return hit["items"]
+    items = compute()
+    cache.put(key, {"items": items})
+    return items
 
 
 def _write(out: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any],

@@ -42,10 +42,13 @@ def eps_sweep(grid: Grid, models: Sequence[EvalModel],
     for m in models:
         rec = grid.cell(m, AttackSpec(CLEAN, None), "whitebox")
         rows.append(_row(rec, "clean", "any", None))
+    built: dict[tuple[str, float], Any] = {}  # one attack object per (attack, eps)
     for m, name, threat, eps in tqdm(jobs, desc="eps sweep", unit="cell", disable=not progress):
         make, config = factories[name]
-        spec = AttackSpec(f"{name}@{eps:g}", make(float(eps)), config | {"eps": float(eps)},
-                          (threat,))
+        if (name, float(eps)) not in built:
+            built[(name, float(eps))] = make(float(eps))
+        spec = AttackSpec(f"{name}@{eps:g}", built[(name, float(eps))],
+                          config | {"eps": float(eps)}, (threat,))
         rows.append(_row(grid.cell(m, spec, threat), name, threat, float(eps)))
     return rows
 
