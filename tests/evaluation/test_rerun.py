@@ -56,3 +56,30 @@ def test_cached_rerun_computes_nothing_and_writes_the_same_results(tmp_path, mon
     assert again["meta"]["attack_calls"] == 0
     with pytest.raises(AssertionError, match="computed something"):  # the patch is live
         _run(tmp_path, "fresh", [EvalModel("c", linear_model(2), "dc")])
+
+
+def test_report_plots_are_drawn_once_per_data(tmp_path, monkeypatch):
+    """With a plot cache, a report of unchanged data copies its plots instead of drawing."""
+
+    from advdefense.evaluation import plots
+    from advdefense.evaluation.cells import Cell
+    from advdefense.evaluation.results import to_row, write_json
+    from advdefense.report import write_report
+
+    def run(folder, seconds):
+        rows = [to_row(Cell("m", "none", "all", [0, 1, 1, 0], [0, 1, 0, 0], [1.0, 2.0, 1.0, 3.0],
+                            seconds=seconds))]
+        write_json(tmp_path / folder / "results.json", rows, {"n": 4, "models": ["m"]})
+        return write_report(tmp_path / folder, plot_cache=tmp_path / "plots_cache")
+
+    run("a", 1.0)
+    first = (tmp_path / "a" / "plots" / "confusion.png").read_bytes()
+    monkeypatch.setattr(plots, "plot_confusions", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("drawn again")))
+    run("b", 2.0)  # only a timing changed: the stored figure is copied
+    assert (tmp_path / "b" / "plots" / "confusion.png").read_bytes() == first
+    assert "![confusion](plots/confusion.png)" in (tmp_path / "b" / "report.md").read_text()
+    with pytest.raises(AssertionError, match="drawn again"):
+        rows = [to_row(Cell("m", "none", "all", [0, 1], [1, 1], [1.0, 1.0]))]  # new data
+        write_json(tmp_path / "c" / "results.json", rows, {"n": 2, "models": ["m"]})
+        write_report(tmp_path / "c", plot_cache=tmp_path / "plots_cache")

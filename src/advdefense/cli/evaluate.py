@@ -141,7 +141,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         result["certified"] = certified
     from advdefense.report import write_report
 
-    report = write_report(out_dir, models_dir=cfg.paths.models_dir)
+    report = write_report(out_dir, models_dir=cfg.paths.models_dir,
+                          plot_cache=Path(cfg.eval.cache_dir) / "plots" if cfg.eval.cache else None)
     summary(result["rows"], cfg.eval.get("experiment"))
     log.info("report: %s; every row: %s (cache hits %d)", report, out_dir / "results.csv",
              cache.hits)

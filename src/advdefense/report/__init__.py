@@ -60,11 +60,14 @@ def _budget_lines(meta: dict[str, Any]) -> list[str]:
 
 
 def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
-                 plots: bool = True, experiment: str | None = None) -> Path:
+                 plots: bool = True, experiment: str | None = None,
+                 plot_cache: str | Path | None = None) -> Path:
     """Write ``report.md`` (and the plots) from the result files in ``out_dir``.
 
     ``experiment``: whose goals to judge (default: ``meta.experiment`` in results.json, which
     ``train.py experiment=<name>`` records); no goals section when it has none.
+    ``plot_cache``: a folder where drawn plots are kept, so a rerun with the same data copies
+    them instead of drawing (see :mod:`advdefense.report.figures`); None = always draw.
     """
     from advdefense.evaluation.results import read_json
 
@@ -76,7 +79,7 @@ def write_report(out_dir: str | Path, models_dir: str | Path | None = None,
     checks = read_or(out_dir / "checks.json", [])
     curves = read_or(out_dir / "l0.json", [])
     made = (make_plots(out_dir, rows, sweeps, read_or(out_dir / "examples.json", {}), curves,
-                       meta.get("kinds"))
+                       meta.get("kinds"), plot_cache)
             if plots else [])
     paper = paper_tables()
     lines = ["# Evaluation report", "",
