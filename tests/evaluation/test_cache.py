@@ -122,3 +122,17 @@ def test_code_version_covers_sources_and_libraries(tmp_path):
     with pytest.raises(FileNotFoundError, match="nets.py"):
         (pkg / "nets.py").unlink()
         source_digest(pkg)
+
+
+def test_two_names_of_one_model_file_keep_their_names(tmp_path):
+    """Cells are keyed by the weights; a second registry name of the same file reuses them
+    under its own name (rows never collapse onto the first name)."""
+    x, y = data(8)
+    net = linear_model(0)
+    a, b = EvalModel("a", net, "same"), EvalModel("b", net, "same")
+    grid = Grid(x, y, CellCache(tmp_path), "s")
+    spec = AttackSpec("x", CountingAttack(), {}, ("whitebox",))
+    cells = run_grid(grid, [a, b], [spec], ["whitebox"], progress=False)
+    assert [(c.model, c.attack) for c in cells] == [("a", "none"), ("b", "none"), ("a", "x"),
+                                                     ("b", "x")]
+    assert cells[0].pred == cells[1].pred and grid.attack_calls == 1

@@ -149,8 +149,8 @@ def test_renaming_every_row_in_the_config_changes_no_check_and_no_figure(registr
                "eval.attacks.local_search_linf.max_queries=30", "eval.attacks.spatial_uae.n_angles=3",
                "eval.sanity.convergence_n=4")
     a = evaluate(cfg)
+    back = {"r_" + n: n for n in cfg.eval.attacks}  # every row the config names, run or not
     b = evaluate(_renamed(cfg, "r_"))
-    back = {"r_" + n: n for n in names}
 
     def unname(value):
         if isinstance(value, dict):

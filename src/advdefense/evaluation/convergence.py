@@ -62,7 +62,7 @@ def convergence_runs(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
         if result is None:
             result = _run(model, spec, cell, images, n, seed)
             cache.put(key, result)
-        out.append(result)
+        out.append(result | {"model": model.name, "attack": spec.name})  # keyed by weights
     return out
 
 

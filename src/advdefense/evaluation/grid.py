@@ -146,8 +146,9 @@ class Grid:
                    None if idx is None else len(idx))
         # the clean cell's key is threat-independent: it is computed once per model and
         # reused by every threat, even when the on-disk cache is disabled
+        # a cell is keyed by the model's weights: two registry names of one file share it
         if key in self._clean:
-            return replace(self._clean[key], threat=threat)
+            return replace(self._clean[key], model=model.name, threat=threat)
         method, tm = spec_identity(spec)
         record = self.cache.get(key)
         n = len(self.labels) if idx is None else len(idx)
@@ -158,7 +159,7 @@ class Grid:
             cell = Cell.from_record(record, self.labels, method, tm)
         if spec.attack is None:
             self._clean[key] = cell
-        return replace(cell, threat=threat)
+        return replace(cell, model=model.name, threat=threat)
 
     def _compute(self, model: EvalModel, spec: AttackSpec, threat: str, key: str,
                  idx: torch.Tensor | None = None) -> Cell:

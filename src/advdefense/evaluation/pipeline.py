@@ -135,28 +135,31 @@ def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch
     eps_rows = eps_sweep(grid, models, sweep.factories, sweep.eps, threats, progress)
     g = min(sweep.gradient_n, len(y))
     spatial_rows, grad = [], []
-    for m in models:
+    for m in models:  # cached by the weights: rows take this model's name
         spatial_rows += _cached(cache, {"spatial_sweep": m.digest, "subset": sid,
                                         "angles": list(sweep.angles), "shifts": list(sweep.shifts)},
-                                lambda m=m: spatial_sweep([m], x, y, sweep.angles, sweep.shifts))
+                                lambda m=m: spatial_sweep([m], x, y, sweep.angles, sweep.shifts),
+                                m.name)
         grad += _cached(cache, {"zero_gradient": m.digest, "subset": sid, "g": g,
                                 "max": sanity.max_zero_grad},
                         lambda m=m: gradient_checks({m.name: attackable(m.module)}, x[:g], y[:g],
-                                                    sanity.max_zero_grad))
+                                                    sanity.max_zero_grad), m.name)
     checks = sweep_checks(eps_rows, sanity.tol, sanity.eps1_max_acc) + grad
     return {"eps": eps_rows, "spatial": spatial_rows}, checks
 
 
-def _cached(cache: CellCache, parts: dict[str, Any],
-            compute: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """``compute()`` (a JSON-able list), stored in ``cache`` under ``parts`` + the code version."""
+def _cached(cache: CellCache, parts: dict[str, Any], compute: Callable[[], list[dict[str, Any]]],
+            model: str) -> list[dict[str, Any]]:
+    """``compute()`` (a JSON-able list of ``model``'s rows), stored in ``cache`` under ``parts``
+    + the code version; each row gets ``model`` as its name."""
     key = cell_key(parts | {"v": code_version()})
     hit = cache.get(key)
     if hit is not None and isinstance(hit.get("items"), list):
-        return hit["items"]
-    items = compute()
-    cache.put(key, {"items": items})
-    return items
+        items = hit["items"]
+    else:
+        items = compute()
+        cache.put(key, {"items": items})
+    return [item | {"model": model} for item in items]
 
 
 def _write(out: Path, rows: list[dict[str, Any]], sweeps: dict[str, Any],
