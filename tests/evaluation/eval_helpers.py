@@ -62,3 +62,15 @@ class RandomQueryAttack:
             fooled = (model(cand).argmax(1) != labels) & ~done
             adv[fooled], done = cand[fooled], done | fooled
         return adv
+
+
+def run_eval(models, specs, images, labels, threats, surrogate, cache, out_dir, sweep=None,
+             sanity=None, attack_n=None, progress=False, seed=0, meta=None):
+    """``evaluate_models`` with the settings spelled out as arguments (quiet by default)."""
+    from advdefense.evaluation.pipeline import evaluate_models
+    from advdefense.evaluation.settings import EvalSettings, SanityConfig
+
+    settings = EvalSettings(out_dir, cache, list(threats), surrogate, sweep,
+                            sanity or SanityConfig(), dict(attack_n or {}), seed, progress,
+                            dict(meta or {}))
+    return evaluate_models(models, specs, images, labels, settings)

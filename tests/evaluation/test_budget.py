@@ -1,13 +1,13 @@
 """Budgeted attacks (eval.attack_n): nested stratified subsets, honest rows and worst cases."""
 
 import torch
-from eval_helpers import CountingAttack, data, linear_model
+from eval_helpers import CountingAttack, data, linear_model, run_eval
 
 from advdefense.evaluation.cache import CellCache
 from advdefense.evaluation.grid import Grid
-from advdefense.evaluation.pipeline import SweepConfig, evaluate_models
+from advdefense.evaluation.settings import SweepConfig
 from advdefense.evaluation.threats import AttackSpec, EvalModel
-from advdefense.evaluation.worst_case import WORST, worst_case
+from advdefense.evaluation.worst_case import WORST
 from advdefense.report import write_report
 from advdefense.sampling import stratified_sample
 
@@ -46,7 +46,7 @@ def test_budgeted_cells_and_worst_case(tmp_path):
     attack = SizeAttack()
     specs = [AttackSpec("big", attack, {"eps": 0.3}, ("transfer", "whitebox")),
              AttackSpec("full", CountingAttack(0.1), {"eps": 0.1}, ("whitebox",))]
-    out = evaluate_models(models, specs, x, y, ["transfer", "whitebox"], models[0],
+    out = run_eval(models, specs, x, y, ["transfer", "whitebox"], models[0],
                           CellCache(tmp_path / "c"), tmp_path / "out", None, progress=False,
                           attack_n={"big": 10, "full": None})
     assert attack.sizes == [24, 10]  # transfer crafted on all, white-box on the budget
@@ -57,26 +57,17 @@ def test_budgeted_cells_and_worst_case(tmp_path):
     assert rows[(WORST, "transfer")]["n"] == 24
     assert out["meta"]["attack_n"] == {"big": 10}
     # the worst case on the subset = per-image worst over the rows restricted to it
-    recs = {(r["attack"], r["threat"]): r for r in out["records"]}
-    idx = recs[("big", "whitebox")]["index"]
+    recs = {(c.attack, c.threat): c for c in out["cells"]}
+    idx = recs[("big", "whitebox")].index
     assert len(idx) == 10 and idx[:4] == [0, 1, 2, 3]
-    full_pred = torch.tensor(recs[("full", "whitebox")]["pred"])[idx]
-    robust = ((torch.tensor(recs[("big", "whitebox")]["pred"]) == y[idx])
+    assert recs[("big", "whitebox")].labels == y[idx].tolist()  # each cell carries its labels
+    full_pred = torch.tensor(recs[("full", "whitebox")].pred)[idx]
+    robust = ((torch.tensor(recs[("big", "whitebox")].pred) == y[idx])
               & (full_pred == y[idx])
-              & (torch.tensor(recs[("none", "whitebox")]["pred"])[idx] == y[idx]))
+              & (torch.tensor(recs[("none", "whitebox")].pred)[idx] == y[idx]))
     assert rows[(WORST, "whitebox")]["accuracy"] == robust.double().mean().item()
     report = write_report(tmp_path / "out", plots=False).read_text()
     assert "`big` on 10" in report
-
-
-def test_worst_case_never_counts_unattacked_images_as_robust():
-    labels = torch.tensor([0, 1, 0, 1])
-    clean = {"model": "m", "attack": "none", "threat": "whitebox", "pred": [0, 1, 0, 1],
-             "conf": [1.0] * 4}
-    sub = {"model": "m", "attack": "pgd", "threat": "whitebox", "pred": [1, 1], "conf": [2.0, 2.0],
-           "index": [0, 3]}
-    wc = worst_case([clean, sub], labels)
-    assert wc["index"] == [0, 3] and wc["n"] == 2 and wc["pred"] == [1, 1]
 
 
 def test_grid_without_budget_has_no_index(tmp_path):
@@ -84,7 +75,7 @@ def test_grid_without_budget_has_no_index(tmp_path):
     grid = Grid(x, y, CellCache(tmp_path), "s")
     rec = grid.cell(EvalModel("a", linear_model(0), "d"),
                     AttackSpec("x", CountingAttack(), {}, ("whitebox",)), "whitebox")
-    assert "index" not in rec and rec["n"] == 8
+    assert rec.index is None and rec.n == 8
 
 
 def test_attack_n_null_clears_the_default_budget():
@@ -92,38 +83,39 @@ def test_attack_n_null_clears_the_default_budget():
     from helpers import ROOT
     from hydra import compose, initialize_config_dir
 
-    from advdefense.cli.evaluate import attack_budget
+    from advdefense.evaluation.settings import attack_budget
 
+    cpu = torch.device("cpu")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         default = compose("evaluate")
         cleared = compose("evaluate", overrides=["eval.attack_n=null"])
-    assert attack_budget(default, 1986)["pgd"] == 795  # ceil(0.4 * 1986)
-    assert attack_budget(cleared, 1986) == {}
+    assert attack_budget(default.eval, 1986, cpu)["pgd"] == 795  # ceil(0.4 * 1986)
+    assert attack_budget(cleared.eval, 1986, cpu) == {}
 
 
-def test_on_cuda_the_budget_is_attack_n_cuda(monkeypatch):
+def test_on_cuda_the_budget_is_attack_n_cuda():
     """On a CUDA device ``eval.attack_n_cuda`` (default null: every row on all n) replaces
     ``eval.attack_n``."""
     import torch
     from helpers import ROOT
     from hydra import compose, initialize_config_dir
 
-    import advdefense.cli.evaluate as cli_evaluate
+    from advdefense.evaluation.settings import attack_budget
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         default = compose("evaluate")
         capped = compose("evaluate", overrides=["eval.attack_n_cuda={sparse_rs_k20: 500}"])
-    assert cli_evaluate.attack_budget(default, 1986)["sparse_rs_k20"] == 10
-    monkeypatch.setattr(cli_evaluate, "_device", lambda cfg: torch.device("cuda"))
-    assert cli_evaluate.attack_budget(default, 1986) == {}
-    assert cli_evaluate.attack_budget(capped, 1986) == {"sparse_rs_k20": 500}
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert attack_budget(default.eval, 1986, cpu)["sparse_rs_k20"] == 10
+    assert attack_budget(default.eval, 1986, cuda) == {}
+    assert attack_budget(capped.eval, 1986, cuda) == {"sparse_rs_k20": 500}
 
 
 def test_sweep_n_is_a_count_or_a_fraction_of_n():
     import pytest
 
     from advdefense.checks import ConfigError
-    from advdefense.cli.evaluate import sweep_n
+    from advdefense.evaluation.settings import sweep_n
 
     assert sweep_n(200) == (200, 0)
     assert sweep_n(0.1, 64) == (0.1, 64)
@@ -140,10 +132,10 @@ def test_sweep_fraction_runs_on_its_share_of_the_images(tmp_path):
     sweep = SweepConfig(n=0.25, min_n=4, eps=(0.0, 0.3), threats=("whitebox",),
                         factories={"fgsm": (lambda e: CountingAttack(e), {"k": 1})},
                         angles=(0,), shifts=(0,), gradient_n=4)
-    out = evaluate_models(models, [], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
+    out = run_eval(models, [], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
                           tmp_path / "out", sweep=sweep, progress=False)
     assert {r["n"] for r in out["sweeps"]["eps"]} == {10}  # ceil(0.25 * 40), above min_n
     sweep.min_n = 16
-    out = evaluate_models(models, [], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
+    out = run_eval(models, [], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
                           tmp_path / "out", sweep=sweep, progress=False)
     assert {r["n"] for r in out["sweeps"]["eps"]} == {16}

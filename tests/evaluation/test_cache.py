@@ -25,7 +25,7 @@ def test_second_run_recomputes_nothing(tmp_path):
     second = CountingAttack()
     rec2, grid = _run(tmp_path, second)
     assert second.calls == 0 and grid.attack_calls == 0
-    assert [r["pred"] for r in rec1] == [r["pred"] for r in rec2]
+    assert [r.pred for r in rec1] == [r.pred for r in rec2]
     third = CountingAttack()
     _run(tmp_path, third, enabled=False)  # eval.cache=false recomputes
     assert third.calls == 3
@@ -69,9 +69,9 @@ def test_attack_records_count_the_pixels_each_example_changed(tmp_path):
     grid = Grid(x, y, CellCache(tmp_path / "cache", True), "sub")
     rec = grid.cell(model, AttackSpec("sparse_pgd", SparsePGD(k=3, steps=2), {"k": 3},
                                       ("whitebox",)), "whitebox")
-    assert len(rec["l0"]) == len(y) and max(rec["l0"]) <= 3 and max(rec["l0"]) > 0
+    assert len(rec.l0) == len(y) and max(rec.l0) <= 3 and max(rec.l0) > 0
     clean = grid.cell(model, AttackSpec("none", None), "whitebox")
-    assert "l0" not in clean
+    assert clean.l0 is None
 
 
 def _source_copy(tmp_path):
@@ -122,3 +122,17 @@ def test_code_version_covers_sources_and_libraries(tmp_path):
     with pytest.raises(FileNotFoundError, match="nets.py"):
         (pkg / "nets.py").unlink()
         source_digest(pkg)
+
+
+def test_two_names_of_one_model_file_keep_their_names(tmp_path):
+    """Cells are keyed by the weights; a second registry name of the same file reuses them
+    under its own name (rows never collapse onto the first name)."""
+    x, y = data(8)
+    net = linear_model(0)
+    a, b = EvalModel("a", net, "same"), EvalModel("b", net, "same")
+    grid = Grid(x, y, CellCache(tmp_path), "s")
+    spec = AttackSpec("x", CountingAttack(), {}, ("whitebox",))
+    cells = run_grid(grid, [a, b], [spec], ["whitebox"], progress=False)
+    assert [(c.model, c.attack) for c in cells] == [("a", "none"), ("b", "none"), ("a", "x"),
+                                                     ("b", "x")]
+    assert cells[0].pred == cells[1].pred and grid.attack_calls == 1

@@ -49,10 +49,10 @@ def test_train_register_evaluate_and_certify(tmp_path, data_dir) -> None:
 def test_certify_config_errors_name_the_key(tmp_path, data_dir) -> None:
     from helpers import compose
 
-    from advdefense.cli.evaluate import certify_config
+    from advdefense.evaluation.settings import certify_config
 
-    assert certify_config(compose("evaluate", ["eval.certify.enabled=false"], tmp_path, data_dir)) is None
+    assert certify_config(compose("evaluate", ["eval.certify.enabled=false"], tmp_path, data_dir).eval.certify) is None
     with pytest.raises(ConfigError, match="eval.certify.alpha"):
-        certify_config(compose("evaluate", ["eval.certify.alpha=2"], tmp_path, data_dir))
+        certify_config(compose("evaluate", ["eval.certify.alpha=2"], tmp_path, data_dir).eval.certify)
     with pytest.raises(ConfigError, match="eval.certify.images"):
-        certify_config(compose("evaluate", ["eval.certify.images=0"], tmp_path, data_dir))
+        certify_config(compose("evaluate", ["eval.certify.images=0"], tmp_path, data_dir).eval.certify)

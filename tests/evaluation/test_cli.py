@@ -104,3 +104,75 @@ def test_autoattack_row_with_convergence_check(registry, tmp_path):
     checks = [c for c in result["checks"] if c["check"] == "attack_not_converged"]
     assert {c["model"] for c in checks} == {"none-none", "none-fgsm"}
     assert all("on 4 images" in c["detail"] for c in checks)
+
+
+def _renamed(cfg, prefix: str):
+    """``cfg`` with every attack row renamed ``<prefix><name>`` wherever the config names it."""
+    from omegaconf import OmegaConf, open_dict
+
+    ev = OmegaConf.to_container(cfg.eval, resolve=True)
+
+    def keys(d):
+        return {prefix + k: v for k, v in (d or {}).items()}
+
+    ev["attacks"], ev["attack_threats"] = keys(ev["attacks"]), keys(ev["attack_threats"])
+    ev["attack_n"], ev["attack_n_cuda"] = keys(ev["attack_n"]), keys(ev["attack_n_cuda"]) or None
+    ev["only_attacks"] = [prefix + a for a in ev["only_attacks"]]
+    ev["sweep"]["attacks"] = [prefix + a for a in ev["sweep"]["attacks"]]
+    ev["sweep"]["overrides"] = keys(ev["sweep"]["overrides"])
+    with open_dict(cfg):
+        cfg.eval = ev
+        cfg.paths.output_dir = f"{cfg.paths.output_dir}_renamed"
+        cfg.eval.cache_dir = f"{cfg.eval.cache_dir}_renamed"  # computed again, not reused
+    return cfg
+
+
+@pytest.mark.slow
+def test_renaming_every_row_in_the_config_changes_no_check_and_no_figure(registry, tmp_path):
+    """Every attack row renamed in the config (attacks, threats, budgets, sweeps): the same
+    rows, checks, flags, sweeps, goals' verdicts and report, up to the names."""
+    import shutil
+
+    from advdefense.cli.evaluate import evaluate
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for src, dst in (("none-none", "none-none"), ("none-fgsm", "none-fgsm"),
+                     ("none-fgsm", "stacker_adv_mean")):  # the robust goals' model
+        shutil.copy(registry / "models" / f"{src}.ckpt", models / f"{dst}.ckpt")
+    names = ["fgsm", "pgd", "autoattack", "sparse_pgd_k20", "sparse_rs_k20", "spatial_uae",
+             "local_search_linf", "jsma_k20"]
+    cfg = _cfg(tmp_path, f"paths.models_dir={models}", f"eval.only_attacks=[{','.join(names)}]",
+               "eval.experiment=robust", "eval.attacks.autoattack.attacks.apgd_ce.steps=3",
+               "eval.attacks.autoattack.attacks.apgd_margin.steps=3",
+               "eval.attacks.sparse_pgd_k20.steps=2", "eval.attacks.sparse_rs_k20.max_queries=20",
+               "eval.attacks.local_search_linf.max_queries=30", "eval.attacks.spatial_uae.n_angles=3",
+               "eval.sanity.convergence_n=4")
+    a = evaluate(cfg)
+    back = {"r_" + n: n for n in cfg.eval.attacks}  # every row the config names, run or not
+    b = evaluate(_renamed(cfg, "r_"))
+
+    def unname(value):
+        if isinstance(value, dict):
+            return {k: unname(v) for k, v in value.items() if k not in ("seconds", "timings",
+                                                                         "cache_hits")}
+        if isinstance(value, list):
+            return [unname(v) for v in value]
+        if isinstance(value, str):
+            for new in sorted(back, key=len, reverse=True):
+                value = value.replace(new, back[new])
+        if isinstance(value, float) and value != value:
+            return "nan"  # NaN (an undefined precision) compares equal to itself here
+        return value
+
+    assert unname(b["rows"]) == unname(a["rows"])
+    assert unname(b["checks"]) == unname(a["checks"]) and a["checks"]
+    assert unname(b["sweeps"]) == unname(a["sweeps"]) and a["sweeps"]["eps"]
+    assert any(c["check"] == "fgsm_beats_pgd" for c in a["checks"])  # found by method
+    assert any(c["check"] == "linf_blackbox_beats_pgd" for c in a["checks"])
+    out = tmp_path / "out"
+    text = (out / "report.md").read_text()
+    assert unname((tmp_path / "out_renamed" / "report.md").read_text()) == text
+    assert "## Goals of experiment=robust" in text and "| FGSM eps 0.3 |" in text
+    assert sorted(p.name for p in (out / "plots").iterdir()) == sorted(
+        unname(p.name) for p in (tmp_path / "out_renamed" / "plots").iterdir())

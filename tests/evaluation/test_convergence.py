@@ -4,14 +4,15 @@ flags the row; a converged attack passes; only the images the cell left robust a
 from __future__ import annotations
 
 import torch
+from eval_helpers import run_eval
 from torch import nn
 
 from advdefense.attacks.base import AttackResult, predict
 from advdefense.evaluation.cache import CellCache
 from advdefense.evaluation.convergence import convergence_runs
 from advdefense.evaluation.grid import Grid
-from advdefense.evaluation.pipeline import SanityConfig, evaluate_models
 from advdefense.evaluation.sanity import apply_flags, convergence_checks
+from advdefense.evaluation.settings import SanityConfig
 from advdefense.evaluation.threats import AttackSpec, EvalModel
 from advdefense.evaluation.worst_case import WORST
 
@@ -64,7 +65,7 @@ def _runs(tmp_path, attack: Budgeted, attack_n: int | None = None, n: int = 200)
     grid = Grid(x, y, cache, "sub", attack_n={"autoattack": attack_n} if attack_n else None,
                 n_examples=0)
     record = grid.cell(model, spec, "whitebox")
-    return convergence_runs([model], [spec], [record], x, y, cache, n), attack.seen
+    return convergence_runs([model], [spec], [record], x, cache, n), attack.seen
 
 
 def test_more_iterations_finding_more_is_flagged(tmp_path):
@@ -110,12 +111,12 @@ def test_pipeline_runs_the_check_when_enabled(tmp_path):
     x, y = _markers()
     spec = AttackSpec("autoattack", Budgeted(steps=2), {"k": 1}, ("whitebox",))
     model = EvalModel("m", Brightness(), "dm")
-    out = evaluate_models([model], [spec], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
+    out = run_eval([model], [spec], x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
                           tmp_path / "out", sanity=SanityConfig(convergence_n=200),
                           progress=False)
     assert [c["passed"] for c in out["checks"] if c["check"] == "attack_not_converged"] == [False]
     row = next(r for r in out["rows"] if r["attack"] == "autoattack")
     assert "attack_not_converged" in row["flags"]
-    off = evaluate_models([model], [spec], x, y, ["whitebox"], None, CellCache(tmp_path / "d"),
+    off = run_eval([model], [spec], x, y, ["whitebox"], None, CellCache(tmp_path / "d"),
                           tmp_path / "out2", progress=False)
     assert not [c for c in off["checks"] if c["check"] == "attack_not_converged"]

@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
-from eval_helpers import data, linear_model
+from eval_helpers import data, linear_model, run_eval
 from helpers import train_cnn
 from torch import nn
 
 from advdefense.attacks.pgd import PGD
 from advdefense.ensembles import MajorityVote, MemberMargins
 from advdefense.evaluation.cache import CellCache
+from advdefense.evaluation.cells import Cell
 from advdefense.evaluation.masking import (
     SQUEEZE_CHECK,
     VOTE_CHECK,
@@ -21,7 +22,7 @@ from advdefense.evaluation.masking import (
     gradient_variants,
     masking_checks,
 )
-from advdefense.evaluation.pipeline import SanityConfig, evaluate_models
+from advdefense.evaluation.settings import SanityConfig
 from advdefense.evaluation.threats import AttackSpec, EvalModel
 from advdefense.preprocess import FeatureSqueeze
 from advdefense.registry import CheckedModel
@@ -117,7 +118,7 @@ def test_squeeze_flag_fires_and_the_pgd_row_is_the_worst_while_plain_models_stay
     x, y = torch.cat([x, x2 * 0.2]), torch.cat([y, torch.zeros(16, dtype=torch.long)])
     models = [EvalModel("toy-squeeze", squeezed(), "d1"), EvalModel("plain", linear_model(), "d2")]
     specs = [AttackSpec("pgd", PGD(0.3, 0.02, 20, random_start=False), {"eps": 0.3}, ("whitebox",))]
-    out = evaluate_models(models, specs, x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
+    out = run_eval(models, specs, x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
                           tmp_path / "out", progress=False)
     checks = [c for c in out["checks"] if c["check"] in (SQUEEZE_CHECK, VOTE_CHECK)]
     assert [(c["model"], c["passed"]) for c in checks] == [("toy-squeeze", False)]
@@ -130,17 +131,20 @@ def test_squeeze_flag_fires_and_the_pgd_row_is_the_worst_while_plain_models_stay
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert any(r.get("gradient_variants") for r in saved["rows"])
     # switched off: straight-through only, the patch stays off
-    off = evaluate_models(models[:1], specs, x, y, ["whitebox"], None, CellCache(tmp_path / "c2"),
+    off = run_eval(models[:1], specs, x, y, ["whitebox"], None, CellCache(tmp_path / "c2"),
                           tmp_path / "out2", sanity=SanityConfig(squeeze_surrogates=(),
                                                                  vote_members=False),
                           progress=False)
     assert [r["accuracy"] for r in off["rows"] if r["attack"] == "pgd"] == [1.0]
 
 
-def record(variants: list[tuple[str, str, dict | None, float]]) -> dict:
-    return {"model": "m", "attack": "pgd", "threat": "whitebox", "n": 100,
-            "info": {"variants": [{"name": n, "target": t, "squeeze": s, "accuracy": a, "won": 0}
-                                  for n, t, s, a in variants]}}
+def cell(info: dict, n: int = 100, model: str = "m") -> Cell:
+    return Cell(model, "pgd", "whitebox", [0] * n, [0] * n, [1.0] * n, method="pgd", info=info)
+
+
+def record(variants: list[tuple[str, str, dict | None, float]]) -> Cell:
+    return cell({"variants": [{"name": n, "target": t, "squeeze": s, "accuracy": a, "won": 0}
+                              for n, t, s, a in variants]})
 
 
 def test_masking_checks_compare_each_variant_with_its_straight_through_counterpart():
@@ -151,8 +155,7 @@ def test_masking_checks_compare_each_variant_with_its_straight_through_counterpa
     assert [c["passed"] for c in masking_checks([close, beaten, vote], tol=0.01)] == [
         True, False, False]
     assert [c["check"] for c in masking_checks([beaten, vote])] == [SQUEEZE_CHECK, VOTE_CHECK]
-    assert masking_checks([{"model": "m", "attack": "pgd", "threat": "whitebox", "n": 1,
-                            "info": {}}]) == []
+    assert masking_checks([cell({}, 1)]) == []
 
 
 @pytest.fixture(scope="module")
@@ -182,8 +185,7 @@ def test_vote_members_margins_beat_its_own_output_and_the_row_keeps_the_worst(
     assert summary["members/straight_through"]["accuracy"] == pytest.approx(float(acc_members))
     assert sum(v["won"] for v in summary.values()) == int(result.success.sum())
     assert summary["members/straight_through"]["won"] >= int((members.success & ~own.success).sum())
-    check = masking_checks([{"model": "vote", "attack": "pgd", "threat": "whitebox", "n": 64,
-                             "info": result.info}])
+    check = masking_checks([cell(result.info, 64, "vote")])
     assert [(c["check"], c["passed"]) for c in check] == [(VOTE_CHECK, False)]
 
 
@@ -191,13 +193,14 @@ def test_eval_config_builds_the_variants_and_names_bad_keys(tmp_path):
     from helpers import compose
 
     from advdefense.checks import ConfigError
-    from advdefense.cli.evaluate import sanity_config
     from advdefense.evaluation.masking import DEFAULT_SQUEEZE_SURROGATES
+    from advdefense.evaluation.settings import sanity_config
 
-    cfg = sanity_config(compose("evaluate", [], tmp_path, tmp_path))
+    cfg = sanity_config(compose("evaluate", [], tmp_path, tmp_path).eval.sanity)
     assert tuple(cfg.squeeze_surrogates) == DEFAULT_SQUEEZE_SURROGATES and cfg.vote_members
     off = sanity_config(compose("evaluate", ["eval.sanity.squeeze_surrogates=[]",
-                                             "eval.sanity.vote_members=false"], tmp_path, tmp_path))
+                                             "eval.sanity.vote_members=false"], tmp_path,
+                                tmp_path).eval.sanity)
     assert off.squeeze_surrogates == () and off.vote_members is False
     for override, expected in (
             ("eval.sanity.squeeze_surrogates=[{median: max}]", "median"),
@@ -205,5 +208,5 @@ def test_eval_config_builds_the_variants_and_names_bad_keys(tmp_path):
             ("eval.sanity.squeeze_surrogates=[{median: exact, temperature: null}]", "always runs"),
             ("eval.sanity.squeeze_surrogates=[{temp: 1}]", "keys median")):
         with pytest.raises(ConfigError, match=r"eval.sanity.squeeze_surrogates\[0\]") as err:
-            sanity_config(compose("evaluate", [override], tmp_path, tmp_path))
+            sanity_config(compose("evaluate", [override], tmp_path, tmp_path).eval.sanity)
         assert expected in str(err.value)

@@ -6,7 +6,6 @@ Turns ``cfg`` (conf/evaluate.yaml) into plain arguments for
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from advdefense.checks import ConfigError, check_choice
 from advdefense.cli.common import build, log, plain, print_table, quiet_third_party, setup_wandb_env
 from advdefense.ensembles import member_names
+from advdefense.evaluation import settings
 from advdefense.evaluation.cache import CellCache
-from advdefense.evaluation.certified import CertifyConfig, certify_models, write_certified
+from advdefense.evaluation.certified import certify_models, write_certified
 from advdefense.evaluation.grid import MissingSurrogateError
-from advdefense.evaluation.masking import SqueezeSurrogate
-from advdefense.evaluation.pipeline import SanityConfig, SweepConfig, evaluate_models
+from advdefense.evaluation.pipeline import evaluate_models
+from advdefense.evaluation.settings import resolve_device
 from advdefense.evaluation.threats import THREATS, AttackSpec, EvalModel
 from advdefense.io import file_digest
 from advdefense.registry import list_models, load_model, model_path
@@ -29,28 +29,14 @@ from advdefense.sampling import stratified_sample
 TRAIN_SURROGATE = "python train.py preprocess=none defense=none"
 
 
-def resolve_device(value: str | None) -> torch.device:
-    """``eval.device``: ``auto`` (CUDA when there is one, else CPU), ``cpu``, ``cuda``, ``cuda:N``."""
-    value = "auto" if value in (None, "") else str(value)
-    if value == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(value)
-    except RuntimeError as exc:
-        raise ConfigError("eval.device", value, "auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda":
-        count = torch.cuda.device_count()
-        if count == 0 or (device.index or 0) >= count:
-            raise ConfigError("eval.device", value,
-                              f"a device that is there: this machine has {count} CUDA device(s); "
-                              "use eval.device=cpu or auto")
-    elif device.type != "cpu":
-        raise ConfigError("eval.device", value, "auto, cpu, cuda or cuda:N")
-    return device
-
-
 def _device(cfg: DictConfig) -> torch.device:
     return resolve_device(cfg.eval.get("device", "cpu"))
+
+
+def attack_budget(cfg: DictConfig, n: int) -> dict[str, int]:
+    """``eval.attack_n`` (``eval.attack_n_cuda`` on a CUDA device) for ``n`` evaluated images:
+    see :func:`advdefense.evaluation.settings.attack_budget`."""
+    return settings.attack_budget(cfg.eval, n, _device(cfg))
 
 
 def _load(name: str, path: Path, device: torch.device | str = "cpu") -> EvalModel:
@@ -110,92 +96,15 @@ def attack_specs(cfg: DictConfig) -> list[AttackSpec]:
     return specs
 
 
-def attack_budget(cfg: DictConfig, n: int) -> dict[str, int]:
-    """``eval.attack_n``: attack row -> most images it is crafted on per model (None = all).
-
-    An integer >= 1 is a count; a number in (0, 1) a fraction of the ``n`` evaluated images
-    (rounded up), so quick mode (``eval.n=200``) scales the budget down with n. On a CUDA
-    device ``eval.attack_n_cuda`` replaces it (null: every row on all n).
-    """
-    key = "attack_n_cuda" if _device(cfg).type == "cuda" else "attack_n"
-    out = {}
-    for name, k in (cfg.eval.get(key) or {}).items():
-        if k is None:
-            continue
-        if isinstance(k, float) and 0 < k < 1:
-            k = max(1, math.ceil(k * n))
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"eval.{key}.{name}", k,
-                              "a positive integer, a fraction in (0, 1) of eval.n, or null for all")
-        out[str(name)] = int(k)
-    return out
-
-
-def convergence_n(value: Any) -> int:
-    """``eval.sanity.convergence_n``: images per convergence run, an integer >= 0 (0 = off)."""
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError("eval.sanity.convergence_n", value, "an integer >= 0 (0 = no check)")
-    return int(value)
-
-
-def sweep_n(value: Any, min_n: Any = 0) -> tuple[int | float, int]:
-    """``eval.sweep.n``: an image count (int >= 1) or a fraction in (0, 1) of the evaluated n."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0 or (
-            isinstance(value, float) and value >= 1):
-        raise ConfigError("eval.sweep.n", value,
-                          "a positive integer (images) or a fraction in (0, 1) of eval.n")
-    if isinstance(min_n, bool) or not isinstance(min_n, int) or min_n < 0:
-        raise ConfigError("eval.sweep.min_n", min_n, "an integer >= 0")
-    return (value if isinstance(value, int) else float(value)), int(min_n)
-
-
-def sweep_config(cfg: DictConfig) -> SweepConfig | None:
-    """eps-sweep factories built from the grid's own FGSM / PGD nodes with eps overridden."""
-    s = cfg.eval.get("sweep")
-    if not s or not s.get("enabled", True):
-        return None
-    factories: dict[str, Any] = {}
-    attacks = cfg.eval.get("attacks") or {}
-    ratio = s.get("alpha_ratio")
-    for name in s.attacks:
-        node = attacks.get(name)
-        if node is None or "_target_" not in node:
-            continue
-        extra = dict(s.get("overrides", {}).get(name) or {})
-
-        def make(eps: float, node: DictConfig = node, extra: dict = extra, name: str = name) -> Any:
-            kw = dict(extra)
-            if name == "pgd" and ratio:
-                kw["alpha"] = max(eps * float(ratio), 1e-3)
-            return build(node, f"eval.attacks.{name}", eps=eps, **kw)
-
-        factories[name] = (make, plain(node) | {"sweep": extra, "alpha_ratio": ratio})
-    n, min_n = sweep_n(s.n, s.get("min_n", 0))
-    return SweepConfig(n=n, min_n=min_n, eps=list(s.eps), threats=list(s.threats), factories=factories,
-                       angles=list(s.angles), shifts=list(s.shifts), gradient_n=int(s.gradient_n))
-
-
-def sanity_config(cfg: DictConfig) -> SanityConfig:
-    """``eval.sanity``: tolerances and the gradient variants of white-box PGD."""
-    s = cfg.eval.sanity
-    surrogates = []
-    for i, node in enumerate(s.get("squeeze_surrogates") or []):
-        key = f"eval.sanity.squeeze_surrogates[{i}]"
-        if not isinstance(node, DictConfig) or set(node) - {"median", "temperature"}:
-            raise ConfigError(key, plain(node) if isinstance(node, DictConfig) else node,
-                              "a mapping with keys median (mean or exact) and temperature "
-                              "(> 0, or null for straight-through)")
-        try:
-            surrogates.append(SqueezeSurrogate(node.get("median", "mean"), node.get("temperature")))
-        except ConfigError as exc:
-            raise ConfigError(key, plain(node), f"{exc.key}={exc.value!r}: {exc.allowed}") from exc
-    vote = s.get("vote_members", True)
-    if not isinstance(vote, bool):
-        raise ConfigError("eval.sanity.vote_members", vote, "true or false")
-    return SanityConfig(float(s.tol), float(s.eps1_max_acc), float(s.max_zero_grad),
-                        convergence_n(s.get("convergence_n", 0)), tuple(surrogates), vote)
+def eval_settings(cfg: DictConfig, out_dir: Path, cache: CellCache,
+                  surrogate: EvalModel | None, n: int,
+                  meta: dict[str, Any] | None = None) -> settings.EvalSettings:
+    """The run's :class:`~advdefense.evaluation.settings.EvalSettings` from ``cfg.eval``."""
+    return settings.EvalSettings(
+        out_dir, cache, list(cfg.eval.threats), surrogate,
+        settings.sweep_config(cfg.eval.get("sweep"), cfg.eval.get("attacks") or {}, build),
+        settings.sanity_config(cfg.eval.sanity), attack_budget(cfg, n),
+        int(cfg.get("seed", 0)), bool(cfg.eval.progress), meta or {})
 
 
 def _data(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,21 +132,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     cache = CellCache(cfg.eval.cache_dir, enabled=bool(cfg.eval.cache))
     members = {m.name: names for m in models if (names := member_names(m.module))}
-    result = evaluate_models(
-        models, attack_specs(cfg), images, labels, threats, surrogate, cache, out_dir,
-        sweep_config(cfg), sanity_config(cfg),
-        seed=int(cfg.get("seed", 0)), progress=bool(cfg.eval.progress),
+    result = evaluate_models(models, attack_specs(cfg), images, labels, eval_settings(
+        cfg, out_dir, cache, surrogate, len(labels),
         meta={"name": cfg.name, "experiment": cfg.eval.get("experiment"),
               "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),
               "kinds": {m.name: getattr(m.module, "kind", "member") for m in models},
-              "members": members},
-        attack_n=attack_budget(cfg, len(labels)))
+              "members": members}))
     certified = run_certification(cfg, models, images, labels, cache, out_dir)
     if certified:
         result["certified"] = certified
     from advdefense.report import write_report
 
-    report = write_report(out_dir, models_dir=cfg.paths.models_dir)
+    report = write_report(out_dir, models_dir=cfg.paths.models_dir,
+                          plot_cache=Path(cfg.eval.cache_dir) / "plots" if cfg.eval.cache else None)
     summary(result["rows"], cfg.eval.get("experiment"))
     log.info("report: %s; every row: %s (cache hits %d)", report, out_dir / "results.csv",
              cache.hits)
@@ -258,32 +165,10 @@ def summary(rows: list[dict[str, Any]], experiment: str | None = None) -> None:
         log.info(goals)
 
 
-def certify_config(cfg: DictConfig) -> CertifyConfig | None:
-    """``eval.certify`` as plain settings (None when disabled), each value checked."""
-    c = cfg.eval.get("certify")
-    if not c or not c.get("enabled", True):
-        return None
-    for key in ("n0", "n", "batch_size"):
-        v = c.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"eval.certify.{key}", v, "a positive integer")
-    alpha = c.get("alpha")
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1:
-        raise ConfigError("eval.certify.alpha", alpha, "a number in (0, 1)")
-    r = c.get("max_radius")
-    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < 784:
-        raise ConfigError("eval.certify.max_radius", r, "an integer in [0, 783]")
-    images = c.get("images")
-    if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 1):
-        raise ConfigError("eval.certify.images", images,
-                          "a positive integer (stratified subset), or null for every evaluated image")
-    return CertifyConfig(int(c.n0), int(c.n), float(alpha), int(c.batch_size), int(r), images)
-
-
 def run_certification(cfg: DictConfig, models: list[EvalModel], images: torch.Tensor,
                       labels: torch.Tensor, cache: CellCache, out_dir: Path) -> list[dict[str, Any]]:
     """Certify the randomized-ablation models among ``models``; writes ``certified.json``."""
-    config = certify_config(cfg)
+    config = settings.certify_config(cfg.eval.get("certify"))
     if config is None:
         return []
     records = certify_models(models, images, labels, config, cache, int(cfg.get("seed", 0)),

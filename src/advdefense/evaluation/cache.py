@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 # What computes a cell's numbers, relative to the package folder: every attack, the
 # preprocessing, the ensembles, the nets and what white-box attacks see (``attackable``:
 # straight-through rounding, and its fast path); a folder stands for its *.py files.
-CODE_SOURCES = ("attacks", "preprocess.py", "ensembles.py", "nets.py", "fastpath.py",
+CODE_SOURCES = ("attacks", "preprocess.py", "ensembles.py", "nets.py", "ablation.py", "models.py",
+                "fastpath.py",
                 "evaluation/threats.py")
 
 

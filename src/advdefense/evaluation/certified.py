@@ -84,7 +84,7 @@ def certify_models(models: Sequence[EvalModel], images: torch.Tensor, labels: to
             at = dict(zip(record["radii"], record["certified_accuracy"], strict=True))
             print(f"certified {m.name}: n={record['n_images']}, radius 8: {at.get(8, float('nan')):.3f}, "
                   f"16: {at.get(16, float('nan')):.3f} ({record['seconds']} s)", flush=True)
-        out.append(record)
+        out.append(record | {"model": m.name})  # keyed by the weights: this name
     return out
 
 

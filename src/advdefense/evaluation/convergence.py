@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from advdefense.evaluation.cache import CellCache, cell_key
+from advdefense.evaluation.cells import Cell
 from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable, predict_logits
 from advdefense.sampling import stratified_sample
 
@@ -27,22 +28,20 @@ from advdefense.sampling import stratified_sample
 RESEED = 10_007
 
 
-def _positions(record: dict[str, Any], labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:
-    """Positions in the cell's ``pred`` list of a stratified subset of at most ``n`` images."""
-    index = torch.tensor(record.get("index", range(len(record["pred"]))), dtype=torch.long)
-    return stratified_sample(labels.cpu()[index], n, seed)
+def _positions(cell: Cell, n: int, seed: int) -> torch.Tensor:
+    """Positions in the cell's lists of a stratified subset of at most ``n`` of its images."""
+    return stratified_sample(torch.tensor(cell.labels, dtype=torch.long), n, seed)
 
 
 def convergence_runs(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
-                     records: Sequence[dict[str, Any]], images: torch.Tensor,
-                     labels: torch.Tensor, cache: CellCache, n: int = 200,
-                     seed: int = 0) -> list[dict[str, Any]]:
+                     cells: Sequence[Cell], images: torch.Tensor, cache: CellCache,
+                     n: int = 200, seed: int = 0) -> list[dict[str, Any]]:
     """One result per white-box cell of a rescalable attack (see the module docstring).
 
     Args:
         models, attacks: the grid's models and attack specs.
-        records: the grid's cell records (``pred``, optional ``index``, ``key``).
-        images: (N, 1, 28, 28) in [0, 1], the evaluated images; labels: (N,) in {0, 1}.
+        cells: the grid's cells (labels, predictions, ``index``, ``key``).
+        images: (N, 1, 28, 28) in [0, 1], the evaluated images.
         cache: where runs are stored; n: most images per run; seed: subset seed.
 
     Returns:
@@ -53,25 +52,26 @@ def convergence_runs(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     by_model = {m.name: m for m in models}
     rescalable = {s.name: s for s in attacks if hasattr(s.attack, "scaled")}
     out = []
-    for record in records:
-        spec, model = rescalable.get(record["attack"]), by_model.get(record["model"])
-        if record.get("threat") != "whitebox" or spec is None or model is None:
+    for cell in cells:
+        spec, model = rescalable.get(cell.attack), by_model.get(cell.model)
+        if cell.threat != "whitebox" or spec is None or model is None:
             continue
-        key = cell_key({"convergence": record["key"], "n": int(n), "seed": int(seed)})
+        key = cell_key({"convergence": cell.key, "n": int(n), "seed": int(seed)})
         result = cache.get(key)
         if result is None:
-            result = _run(model, spec, record, images, labels, n, seed)
+            result = _run(model, spec, cell, images, n, seed)
             cache.put(key, result)
-        out.append(result)
+        out.append(result | {"model": model.name, "attack": spec.name})  # keyed by weights
     return out
 
 
-def _run(model: EvalModel, spec: AttackSpec, record: dict[str, Any], images: torch.Tensor,
-         labels: torch.Tensor, n: int, seed: int) -> dict[str, Any]:
-    pos = _positions(record, labels, n, seed)
-    index = torch.tensor(record.get("index", range(len(record["pred"]))), dtype=torch.long)[pos]
-    x, y = images[index.to(images.device)], labels[index.to(labels.device)]
-    robust = torch.tensor(record["pred"], dtype=torch.long)[pos].to(y.device) == y
+def _run(model: EvalModel, spec: AttackSpec, cell: Cell, images: torch.Tensor, n: int,
+         seed: int) -> dict[str, Any]:
+    pos = _positions(cell, n, seed)
+    index = torch.tensor(cell.positions, dtype=torch.long)[pos]
+    x = images[index.to(images.device)]
+    y = torch.tensor(cell.labels, dtype=torch.long)[pos].to(images.device)
+    robust = cell.correct[pos].to(y.device)
     accuracy = {"accuracy": robust}
     target = attackable(model.module)
     for name, bigger in (("accuracy_steps", spec.attack.scaled(steps=2)),

@@ -1,35 +1,31 @@
 """The evaluation grid: every model x every attack x every threat model, cell by cell.
 
-A *cell record* is a plain JSON-able dict::
-
-    {"model", "attack", "threat", "n", "key",
-     "pred": [N ints in {0, 1}], "conf": [N floats, max logit],
-     "seconds": float, "info": {...attack extras...},
-     "l0": [N ints, pixels the attack changed] (attack rows only),
-     "examples": {"index": [k ints], "adv": [k x 784 floats]}}
-
-Records are cached on disk per cell (see :mod:`advdefense.evaluation.cache`), so the grid can
+Each cell is an :class:`advdefense.evaluation.cells.Cell` (its JSON record form lives in
+that module). Cells are cached on disk (see :mod:`advdefense.evaluation.cache`), so the grid can
 be killed and resumed, and a rerun recomputes nothing. Every attack runs on every point of its
 row: the per-attack rows are never computed on a subset filtered by another attack's outcome.
 
 Budgeted attacks (``attack_n``): an attack crafted against each model (white-box, black-box)
 may be limited to the first ``k`` images of one seeded, stratified, *nested* order of the
-evaluated images (:func:`advdefense.sampling.stratified_sample`, ``nested=True``), so every smaller subset lies inside every larger one.
-Such a record has ``n = k`` and ``"index"``: the positions (into the evaluated images) it
+evaluated images (:func:`advdefense.sampling.stratified_sample`, ``nested=True``), so every smaller
+subset lies inside every larger one.
+Such a cell has ``n = k`` and ``index``: the positions (into the evaluated images) it
 covers. Transfer rows and the clean row always use every image. Worst cases are taken on the
-images every combined record covers (see :mod:`advdefense.evaluation.worst_case`).
+images every combined cell covers (see :mod:`advdefense.evaluation.worst_case`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from advdefense.evaluation.cache import CellCache, cell_key, code_version
+from advdefense.evaluation.cells import Cell, spec_identity
 from advdefense.evaluation.threats import (
     CLEAN,
     AttackSpec,
@@ -95,7 +91,7 @@ class Grid:
                                         rng="torch", ties="position") if self.attack_n else None
         self._transfer: dict[str, torch.Tensor] = {}
         self._attackable: dict[str, nn.Module] = {}
-        self._records: dict[str, dict[str, Any]] = {}
+        self._clean: dict[str, Cell] = {}
         self.attack_calls = 0
 
     def transfer_images(self, spec: AttackSpec) -> torch.Tensor:
@@ -128,24 +124,30 @@ class Grid:
             return None
         return self._order[:k].sort().values
 
-    def cell(self, model: EvalModel, spec: AttackSpec, threat: str) -> dict[str, Any]:
-        """The record of one cell, from the cache or computed now."""
+    def cell(self, model: EvalModel, spec: AttackSpec, threat: str) -> Cell:
+        """The cell, from the cache or computed now."""
         idx = self.subset(spec, threat)
         key = _key(model, spec, threat, self.surrogate, self.subset_id,
                    None if idx is None else len(idx))
         # the clean cell's key is threat-independent: it is computed once per model and
         # reused by every threat, even when the on-disk cache is disabled
-        record = self._records.get(key) or self.cache.get(key)
+        # a cell is keyed by the model's weights: two registry names of one file share it
+        if key in self._clean:
+            return replace(self._clean[key], model=model.name, threat=threat)
+        method, tm = spec_identity(spec)
+        record = self.cache.get(key)
         n = len(self.labels) if idx is None else len(idx)
         if record is None or len(record.get("pred", [])) != n:
-            record = self._compute(model, spec, threat, key, idx)
-            self.cache.put(key, record)
+            cell = self._compute(model, spec, threat, key, idx)
+            self.cache.put(key, cell.to_record())
+        else:
+            cell = Cell.from_record(record, self.labels, method, tm)
         if spec.attack is None:
-            self._records[key] = record
-        return record | {"threat": threat}
+            self._clean[key] = cell
+        return replace(cell, model=model.name, threat=threat)
 
     def _compute(self, model: EvalModel, spec: AttackSpec, threat: str, key: str,
-                 idx: torch.Tensor | None = None) -> dict[str, Any]:
+                 idx: torch.Tensor | None = None) -> Cell:
         start = time.perf_counter()
         info: dict[str, Any] = {}
         images, labels = self.images, self.labels
@@ -159,16 +161,15 @@ class Grid:
             self.attack_calls += 1
             adv, info = craft(spec, self._attack_model(model), images, labels)
         logits = predict_logits(model.module, adv)
-        extra = {} if idx is None else {"index": idx.tolist()}
-        if spec.attack is not None:
-            extra["l0"] = changed_pixels(images, adv).tolist()
-        return extra | {
-            "model": model.name, "attack": spec.name, "threat": threat, "n": len(labels),
-            "key": key, "pred": logits.argmax(1).tolist(),
-            "conf": [round(float(v), 5) for v in logits.amax(1)],
-            "seconds": round(time.perf_counter() - start, 3), "info": info,
-            "examples": _examples(adv, self.n_examples if spec.attack is not None else 0),
-        }
+        method, tm = spec_identity(spec)
+        return Cell(
+            model.name, spec.name, threat, labels.cpu().tolist(), logits.argmax(1).tolist(),
+            [round(float(v), 5) for v in logits.amax(1)],
+            index=None if idx is None else idx.tolist(),
+            l0=None if spec.attack is None else changed_pixels(images, adv).tolist(),
+            method=method, threat_model=tm, seconds=round(time.perf_counter() - start, 3),
+            info=info, examples=_examples(adv, self.n_examples if spec.attack is not None else 0),
+            key=key)
 
 
 def grid_cells(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
@@ -188,17 +189,17 @@ def grid_cells(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
 
 
 def run_grid(grid: Grid, models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
-             threats: Iterable[str], progress: bool = True) -> list[dict[str, Any]]:
-    """Evaluate every cell (see :func:`grid_cells`), with a tqdm bar; returns the records."""
+             threats: Iterable[str], progress: bool = True) -> list[Cell]:
+    """Evaluate every cell (see :func:`grid_cells`), with a tqdm bar; returns the cells."""
     from tqdm.auto import tqdm
 
     specs = list(attacks)
     if not any(s.attack is None for s in specs):
         specs.insert(0, AttackSpec(CLEAN, None))
     cells = grid_cells(models, specs, threats)
-    records = []
+    out = []
     bar = tqdm(cells, desc="eval grid", unit="cell", disable=not progress)
     for model, spec, threat in bar:
         bar.set_postfix_str(f"{threat}/{spec.name}/{model.name}")
-        records.append(grid.cell(model, spec, threat))
-    return records
+        out.append(grid.cell(model, spec, threat))
+    return out

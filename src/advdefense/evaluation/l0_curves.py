@@ -1,5 +1,7 @@
 """Sparse (L0) attacks by pixel budget, from the grid's cell records; runs no model.
 
+Runs on :class:`advdefense.evaluation.cells.Cell` (their labels, predictions and ``l0``).
+
 A sparse attack's row says how often it fooled a model, whatever number of pixels it changed.
 The query-only local search has no pixel budget at all (it stops at its query budget), so a
 success may have changed enough pixels to make a different digit. The curve below separates the
@@ -19,42 +21,32 @@ A curve record::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 
+from advdefense.evaluation.cells import Cell
+
 BUDGETS: tuple[int, ...] = (5, 10, 20, 40, 78)
 
 
-def l0_curves(records: Iterable[dict[str, Any]], labels: torch.Tensor,
-              attacks: Iterable[str] | Mapping[str, int],
+def l0_curves(cells: Iterable[Cell],
               threats: Sequence[str] = ("whitebox", "blackbox")) -> list[dict[str, Any]]:
-    """One curve record per cell of a sparse attack.
+    """One curve record per cell of a sparse attack (declared L0 threat model).
 
     Args:
-        records: grid cell records (``pred`` and ``l0``: N ints each; ``index`` where budgeted).
-        labels: (N,) int64 in {0, 1}, the evaluated images' labels.
-        attacks: names of the L0 attack rows (those whose declared threat model is L0), or a
-            mapping of them to their pixel budgets (then each curve records its ``k``).
+        cells: grid cells (labels, predictions and ``l0`` on the images each covers).
         threats: threat models to keep (transfer rows are crafted on another model).
     """
-    budgets = dict(attacks) if isinstance(attacks, Mapping) else {}
-    names, labels = set(attacks), labels.cpu()
     out = []
-    for r in records:
-        if r["attack"] not in names or r["threat"] not in threats or "l0" not in r:
+    for c in cells:
+        tm = c.threat_model
+        if tm is None or tm.l0 is None or c.threat not in threats or c.l0 is None:
             continue
-        # a budgeted record's lists run over its own ``index`` (positions into labels)
-        y = labels if r.get("index") is None else labels[torch.tensor(r["index"], dtype=torch.long)]
-        pred, l0 = (torch.tensor(r[k], dtype=torch.long) for k in ("pred", "l0"))
-        if len(pred) != len(y) or len(l0) != len(y):
-            raise ValueError(f"cell {r['model']}/{r['attack']}/{r['threat']}: {len(pred)} "
-                             f"predictions and {len(l0)} L0 values for {len(y)} images")
-        fooled = l0[pred != y].sort().values
-        k = {"k": int(budgets[r["attack"]])} if r["attack"] in budgets else {}
-        out.append({"model": r["model"], "attack": r["attack"], "threat": r["threat"],
-                    "n": len(y), "fooled_l0": fooled.tolist()} | k)
+        fooled = torch.tensor(c.l0, dtype=torch.long)[~c.correct].sort().values
+        out.append({"model": c.model, "attack": c.attack, "threat": c.threat, "n": c.n,
+                    "fooled_l0": fooled.tolist(), "k": int(tm.l0.k)})
     return out
 
 

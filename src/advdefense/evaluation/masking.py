@@ -48,6 +48,7 @@ from torch import nn
 from advdefense.attacks.base import AttackResult, improves
 from advdefense.checks import ConfigError, check_choice
 from advdefense.ensembles import MajorityVote, MemberMargins
+from advdefense.evaluation.cells import Cell
 from advdefense.preprocess import (
     MEDIAN_GRADIENTS,
     check_temperature,
@@ -244,21 +245,21 @@ def with_gradient_variants(specs: Sequence[Any],
     return out
 
 
-def _check(name: str, record: dict[str, Any], passed: bool, detail: str) -> Check:
-    return {"check": name, "model": record["model"], "threat": record["threat"],
-            "attack": record["attack"], "passed": bool(passed), "detail": detail}
+def _check(name: str, cell: Cell, passed: bool, detail: str) -> Check:
+    return {"check": name, "model": cell.model, "threat": cell.threat,
+            "attack": cell.attack, "passed": bool(passed), "detail": detail}
 
 
-def masking_checks(records: Sequence[dict[str, Any]], tol: float = 0.01) -> list[Check]:
+def masking_checks(cells: Sequence[Cell], tol: float = 0.01) -> list[Check]:
     """``squeeze_surrogate_beats_straight_through`` and ``members_beat_vote_output`` on every
-    record whose info lists gradient variants (see the module docstring). Each compares two
-    variants of one record: the same attack on the same images."""
+    cell whose info lists gradient variants (see the module docstring). Each compares two
+    variants of one cell: the same attack on the same images."""
     out = []
-    for r in records:
-        variants = (r.get("info") or {}).get("variants")
+    for r in cells:
+        variants = r.info.get("variants")
         if not isinstance(variants, list) or not variants:
             continue
-        where = f" ({r['attack']}, n={r['n']})"
+        where = f" ({r.attack}, n={r.n})"
         for target in (OWN, MEMBERS):
             mine = [v for v in variants if v["target"] == target]
             plain = [v for v in mine if v["squeeze"] is None]

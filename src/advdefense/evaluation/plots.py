@@ -119,12 +119,13 @@ def _line_plot(curves: dict[tuple[str, str], list[tuple[float, float]]], ns: lis
 
 def plot_eps(rows: list[dict[str, Any]], attack: str, path: Path,
              kinds: dict[str, str] | None = None) -> Path | None:
-    """Accuracy vs eps for ``attack``: a panel per model family, a line per model and threat
-    (colour = model, line style = threat). ``rows``: eps-sweep rows."""
+    """Accuracy vs eps for the sweep rows of method ``attack`` (``fgsm``, ``pgd``; rows without
+    a method: by name): a panel per model family, a line per model and threat (colour = model,
+    line style = threat). ``rows``: eps-sweep rows."""
     curves: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     ns = []
     for r in rows:
-        if r["attack"] == attack and r["eps"] is not None:
+        if r.get("method", r["attack"]) == attack and r["eps"] is not None:
             curves[(r["model"], r["threat"])].append((r["eps"], r["accuracy"]))
             ns.append(r["n"])
     if not curves:

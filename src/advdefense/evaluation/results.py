@@ -1,6 +1,8 @@
 """Result rows (metrics per cell) and their atomic JSON / CSV files.
 
-A row is one model x attack x threat: ``model``, ``attack``, ``threat``, ``n``, the metrics
+A row is one model x attack x threat: ``model``, ``attack``, ``threat``, ``method`` and
+``threat_model`` (what the row measures, see :mod:`advdefense.evaluation.cells`; the report
+dispatches on these, never on the row name), ``n``, the metrics
 of :func:`advdefense.evaluation.metrics.metrics_with_intervals` with their Wilson bounds,
 ``confusion`` ([[TN, FP], [FN, TP]], positive = digit 7), ``seconds``, ``queries_mean`` and
 ``flags`` (names of the sanity checks that failed for this row; empty = none), and for rows
@@ -21,6 +23,7 @@ from typing import Any
 
 import torch
 
+from advdefense.evaluation.cells import Cell
 from advdefense.evaluation.metrics import metrics_with_intervals
 from advdefense.io import atomic_write_text
 
@@ -30,19 +33,19 @@ COLUMNS = ("model", "attack", "threat", "n", "accuracy", "accuracy_lo", "accurac
            "seconds", "queries_mean", "flags")
 
 
-def to_row(record: dict[str, Any], labels: torch.Tensor) -> dict[str, Any]:
-    """Metrics row of one cell record (see :mod:`advdefense.evaluation.grid`)."""
-    pred = torch.tensor(record["pred"], dtype=torch.long)
-    conf = torch.tensor(record["conf"], dtype=torch.double)
-    labels = labels.cpu()  # records hold plain lists; the images may live on a GPU
-    if record.get("index") is not None:  # a budgeted cell: its subset of the images
-        labels = labels[torch.tensor(record["index"], dtype=torch.long)]
-    row = {"model": record["model"], "attack": record["attack"], "threat": record["threat"]}
+def to_row(cell: Cell) -> dict[str, Any]:
+    """Metrics row of one cell (on the images it covers)."""
+    labels = torch.tensor(cell.labels, dtype=torch.long)
+    pred = torch.tensor(cell.pred, dtype=torch.long)
+    conf = torch.tensor(cell.conf, dtype=torch.double)
+    tm = cell.threat_model
+    row = {"model": cell.model, "attack": cell.attack, "threat": cell.threat,
+           "method": cell.method, "threat_model": None if tm is None else tm.as_dict()}
     row |= metrics_with_intervals(labels, pred, conf)
-    row["seconds"] = record.get("seconds", 0.0)
-    row["queries_mean"] = record.get("info", {}).get("queries_mean")
-    row["flags"] = list(record.get("flags", []))
-    variants = record.get("info", {}).get("variants")
+    row["seconds"] = cell.seconds
+    row["queries_mean"] = cell.info.get("queries_mean")
+    row["flags"] = []
+    variants = cell.info.get("variants")
     if isinstance(variants, list) and variants:  # a per-example worst over gradient variants
         row["gradient_variants"] = variants      # (evaluation.masking): each one's accuracy
         row["strongest_variant"] = min(variants, key=lambda v: v["accuracy"])["name"]

@@ -8,14 +8,15 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
 * ``eps0_not_clean``: eps = 0 must give exactly the clean accuracy (eps sweep).
 * ``acc_rises_with_eps``: accuracy must not rise with eps by more than ``tol`` (eps sweep).
 * ``fgsm_beats_pgd``: white-box PGD at least as strong as white-box FGSM at the same eps (grid
-  and sweep). Not checked for transfer: PGD examples overfit the surrogate and often transfer
+  and sweep; the rows are found by their attacks' ``method``, ``pgd`` and ``fgsm``, and
+  L-infinity threat models, never by row name). Not checked for transfer: PGD examples overfit the surrogate and often transfer
   worse than FGSM's (measured here: e.g. 0.996 vs 0.822 on ``none-fgsm``), which says nothing
   about the evaluated model's gradients.
 * ``transfer_beats_whitebox``: white-box at least as strong as transfer, per attack and
   for the worst case (grid).
 * ``blackbox_beats_whitebox``: the black-box worst case not stronger than the white-box one.
-* ``linf_blackbox_beats_pgd``: the query-only local search inside the same L-inf ball
-  (``local_search_linf``) not stronger than white-box PGD; where it is, PGD's gradient (e.g. a
+* ``linf_blackbox_beats_pgd``: a query-only attack inside an L-inf ball (by its declared threat
+  model: the L-inf local search) not stronger than white-box PGD of at least that eps; where it is, PGD's gradient (e.g. a
   straight-through approximation of rounding) is misleading and the PGD rows are flagged.
 * ``l0_blackbox_beats_whitebox``: a black-box L0 attack (by its declared threat model: the
   local search, Sparse-RS), counting only its successes that changed at most ``k`` pixels, not
@@ -38,21 +39,25 @@ Checks (``tol`` is an absolute accuracy tolerance, for restarts' randomness):
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from advdefense.attacks.threat import ThreatModel
-from advdefense.evaluation.worst_case import WORST, common_index, restrict
+from advdefense.attacks.threat import Linf
+from advdefense.evaluation.cells import CLEAN, Cell, aligned
+from advdefense.evaluation.worst_case import WORST
 
 Check = dict[str, Any]
 
 
-def _check(name: str, model: str, threat: str, attack: str, passed: bool, detail: str) -> Check:
-    return {"check": name, "model": model, "threat": threat, "attack": attack,
-            "passed": bool(passed), "detail": detail}
+def _check(name: str, model: str, threat: str, attack: str, passed: bool, detail: str,
+           also: str | None = None) -> Check:
+    """A check result; ``also``: a second row it concerns (flagged with ``attack``)."""
+    out = {"check": name, "model": model, "threat": threat, "attack": attack,
+           "passed": bool(passed), "detail": detail}
+    return out | ({"also": also} if also is not None else {})
 
 
 def gradient_fraction(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -82,12 +87,18 @@ def gradient_checks(models: dict[str, nn.Module], images: torch.Tensor, labels: 
 
 def sweep_checks(rows: Sequence[dict[str, Any]], tol: float = 0.01,
                  eps1_max_acc: float = 0.05) -> list[Check]:
-    """eps = 0, monotonicity, PGD vs FGSM and eps = 1 on eps-sweep rows (see sweeps.py)."""
+    """eps = 0, monotonicity, PGD vs FGSM and eps = 1 on eps-sweep rows (see sweeps.py).
+
+    Rows are told apart by their ``method`` (the attack's family; rows without one fall back
+    to their ``attack`` name), so the sweep's row names do not matter.
+    """
     clean = {r["model"]: r["accuracy"] for r in rows if r["eps"] is None}
     curves: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    methods: dict[str, str] = {}
     for r in rows:
         if r["eps"] is not None:
             curves[(r["model"], r["attack"], r["threat"])].append((r["eps"], r["accuracy"]))
+            methods[r["attack"]] = r.get("method", r["attack"])
     out = []
     for (model, attack, threat), pts in curves.items():
         pts.sort()
@@ -99,134 +110,114 @@ def sweep_checks(rows: Sequence[dict[str, Any]], tol: float = 0.01,
         rises = [(a, b) for (e0, a), (e1, b) in zip(pts, pts[1:], strict=False) if b > a + tol]
         out.append(_check("acc_rises_with_eps", model, threat, attack, not rises,
                           f"accuracy vs eps {[(e, round(a, 3)) for e, a in pts]}"))
-        if threat == "whitebox" and attack != "fgsm" and 1.0 in acc:
+        if threat == "whitebox" and methods[attack] != "fgsm" and 1.0 in acc:
             out.append(_check("eps1_not_broken", model, threat, attack, acc[1.0] <= eps1_max_acc,
                               f"acc {acc[1.0]:.4f} at eps=1 (max allowed {eps1_max_acc})"))
-        if attack == "fgsm" and threat == "whitebox" and (model, "pgd", threat) in curves:
-            pgd = dict(curves[(model, "pgd", threat)])
+        if methods[attack] != "fgsm" or threat != "whitebox":
+            continue
+        for (m, other, t), ppts in curves.items():
+            if m != model or t != threat or methods[other] != "pgd":
+                continue
+            pgd = dict(ppts)
             bad = [e for e in acc if e in pgd and pgd[e] > acc[e] + tol]
-            out.append(_check("fgsm_beats_pgd", model, threat, "pgd", not bad,
-                              f"PGD weaker than FGSM at eps {bad}" if bad else "PGD <= FGSM at every eps"))
+            out.append(_check("fgsm_beats_pgd", model, threat, other, not bad,
+                              f"PGD weaker than FGSM at eps {bad}" if bad else
+                              "PGD <= FGSM at every eps", also=attack))
     return out
 
 
-def _acc(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
-    return {(r["model"], r["attack"], r["threat"]): r for r in rows}
-
-
-def _pair(a: dict[str, Any], b: dict[str, Any], records: dict[tuple[str, str, str], Any],
-          labels: torch.Tensor | None) -> tuple[float, float, str]:
-    """Accuracies of rows ``a`` and ``b`` on the images both were computed on.
+def _pair(a: Cell, b: Cell) -> tuple[float, float, str]:
+    """Accuracies of cells ``a`` and ``b`` on the images both were computed on.
 
     Budgeted cells (``eval.attack_n``) cover nested subsets of different sizes; comparing
-    their whole-row accuracies would compare different images. With the cell records (per-image
-    predictions and ``index``) both accuracies are recomputed on the shared images.
+    their whole-row accuracies would compare different images.
     """
-    ka, kb = (a["model"], a["attack"], a["threat"]), (b["model"], b["attack"], b["threat"])
-    ra, rb = records.get(ka), records.get(kb)
-    if labels is None or ra is None or rb is None:
-        return a["accuracy"], b["accuracy"], ""
-    labels = labels.cpu()
-    index = common_index([ra, rb], len(labels))
-    if index is not None:
-        ra, rb, labels = restrict(ra, index), restrict(rb, index), labels[index]
-    if len(labels) == 0:
-        return a["accuracy"], b["accuracy"], " (no shared images: whole rows)"
-
-    def acc(r: dict[str, Any]) -> float:
-        return float((torch.tensor(r["pred"], dtype=torch.long) == labels).double().mean())
-
-    return acc(ra), acc(rb), f" on {len(labels)} shared images"
+    sa, sb = aligned([a, b])
+    if sa.n == 0:
+        return a.accuracy, b.accuracy, " (no shared images: whole rows)"
+    return sa.accuracy, sb.accuracy, f" on {sa.n} shared images"
 
 
-def _capped_blackbox(ls: dict[str, Any], wb: dict[str, Any], k: int,
-                     labels: torch.Tensor) -> tuple[float, float, str] | None:
-    """Accuracy under the black-box record ``ls`` counting only successes with <= k changed
-    pixels, and under the white-box record ``wb``, on their shared images (None: no L0 data)."""
-    if "l0" not in ls:
+def _capped_blackbox(ls: Cell, wb: Cell, k: int) -> tuple[float, float, str] | None:
+    """Accuracy under the black-box cell ``ls`` counting only successes with <= k changed
+    pixels, and under the white-box cell ``wb``, on their shared images (None: no L0 data)."""
+    if ls.l0 is None:
         return None
-    labels = labels.cpu()
-    index = common_index([ls, wb], len(labels))
-    if index is not None:
-        ls, wb, labels = restrict(ls, index), restrict(wb, index), labels[index]
-    if len(labels) == 0:
+    ls, wb = aligned([ls, wb])
+    if ls.n == 0:
         return None
-    fooled = (torch.tensor(ls["pred"], dtype=torch.long) != labels) & (
-        torch.tensor(ls["l0"], dtype=torch.long) <= k)
-    other = (torch.tensor(wb["pred"], dtype=torch.long) == labels).double().mean()
-    return float((~fooled).double().mean()), float(other), f" on {len(labels)} shared images"
+    fooled = ~ls.correct & (torch.tensor(ls.l0, dtype=torch.long) <= k)
+    return float((~fooled).double().mean()), wb.accuracy, f" on {ls.n} shared images"
 
 
-def _l0_checks(bb: dict[str, Any], tms: Mapping[str, ThreatModel | None],
-               recs: dict[tuple[str, str, str], dict[str, Any]], labels: torch.Tensor,
-               tol: float) -> list[Check]:
-    """``l0_blackbox_beats_whitebox`` for the black-box record ``bb`` against every white-box
-    L0 record of the same model whose perturbation set contains ``bb``'s (capped at its k)."""
-    tm = tms.get(bb["attack"])
+def _l0_checks(bb: Cell, cells: Sequence[Cell], tol: float) -> list[Check]:
+    """``l0_blackbox_beats_whitebox`` for the black-box cell ``bb`` against every white-box
+    L0 cell of the same model whose perturbation set contains ``bb``'s (capped at its k)."""
+    tm = bb.threat_model
     if tm is None or tm.l0 is None:
         return []
     out = []
-    for (model, name, threat), wrec in recs.items():
-        wtm = tms.get(name)
-        if (model != bb["model"] or threat != "whitebox" or wtm is None or wtm.l0 is None
+    for w in cells:
+        wtm = w.threat_model
+        if (w.model != bb.model or w.threat != "whitebox" or wtm is None or wtm.l0 is None
                 or wtm.l0.direction not in ("both", tm.l0.direction)):
             continue
         k = wtm.l0.k
-        pair = _capped_blackbox(bb, wrec, k, labels)
+        pair = _capped_blackbox(bb, w, k)
         if pair is not None:
             acc, other, where = pair
             out.append(_check(
-                "l0_blackbox_beats_whitebox", model, "whitebox", name, acc >= other - tol,
-                f"query-only {bb['attack']} within {k} pixels {acc:.4f} vs white-box {name} "
+                "l0_blackbox_beats_whitebox", w.model, "whitebox", w.attack, acc >= other - tol,
+                f"query-only {bb.attack} within {k} pixels {acc:.4f} vs white-box {w.attack} "
                 f"{other:.4f}{where}"))
     return out
 
 
-def grid_checks(rows: Sequence[dict[str, Any]], eps: dict[str, float | None],
-                tol: float = 0.01, records: Sequence[dict[str, Any]] | None = None,
-                labels: torch.Tensor | None = None,
-                threat_models: Mapping[str, ThreatModel | None] | None = None) -> list[Check]:
-    """PGD vs FGSM, white-box vs transfer and black-box vs white-box on the grid's rows.
+def _linf(cell: Cell) -> float | None:
+    """The cell's L-infinity eps, or None when its threat model is not an L-infinity ball."""
+    tm = cell.threat_model
+    return tm.perturbation.eps if tm is not None and isinstance(tm.perturbation, Linf) else None
 
-    Args:
-        rows: result rows (``model``, ``attack``, ``threat``, ``accuracy``).
-        eps: attack name -> its eps (None if not an L-infinity attack), so that PGD and FGSM
-            are only compared when PGD's eps is at least FGSM's.
-        records, labels: the cell records behind the rows and the (N,) labels; when given,
-            each comparison uses only the images both cells ran on (see :func:`_pair`).
-        threat_models: attack row name -> its declared threat model; the L0 rows among them
-            are compared by ``l0_blackbox_beats_whitebox`` (needs ``records`` and ``labels``:
-            the black-box record's per-image ``l0``).
+
+def grid_checks(cells: Sequence[Cell], tol: float = 0.01) -> list[Check]:
+    """PGD vs FGSM, white-box vs transfer and black-box vs white-box on the grid's cells.
+
+    Rows are found by what they measure: PGD and FGSM by their attacks' ``method`` with
+    L-infinity threat models (PGD only against an FGSM of at most its eps), the query-only
+    L-inf and L0 attacks by their declared threat models. Every comparison uses only the
+    images both cells ran on (see :func:`_pair`).
     """
-    by = _acc(rows)
-    recs = {(r["model"], r["attack"], r["threat"]): r for r in (records or [])}
-    tms = dict(threat_models or {})
+    by = {c.name: c for c in cells}
     out = []
-    for (model, attack, threat), r in by.items():
-        fgsm = by.get((model, "fgsm", threat))
-        if (attack == "pgd" and threat == "whitebox" and fgsm
-                and (eps.get("pgd") or 0) >= (eps.get("fgsm") or 0)):
-            acc, other, where = _pair(r, fgsm, recs, labels)
-            out.append(_check("fgsm_beats_pgd", model, threat, "pgd", acc <= other + tol,
-                              f"PGD {acc:.4f} vs FGSM {other:.4f}{where}"))
+    for (model, attack, threat), c in by.items():
+        if c.method == "pgd" and threat == "whitebox" and _linf(c) is not None:
+            for f in cells:
+                if (f.model == model and f.threat == threat and f.method == "fgsm"
+                        and (_linf(f) or 0) <= _linf(c)):
+                    acc, other, where = _pair(c, f)
+                    out.append(_check("fgsm_beats_pgd", model, threat, attack, acc <= other + tol,
+                                      f"PGD {acc:.4f} vs FGSM {other:.4f}{where}", also=f.attack))
         tr = by.get((model, attack, "transfer"))
-        if threat == "whitebox" and attack != "none" and tr:
-            acc, other, where = _pair(r, tr, recs, labels)
+        if threat == "whitebox" and c.method != CLEAN and tr:
+            acc, other, where = _pair(c, tr)
             out.append(_check("transfer_beats_whitebox", model, threat, attack,
                               acc <= other + tol,
                               f"white-box {acc:.4f} vs transfer {other:.4f}{where}"))
-        pgd = by.get((model, "pgd", "whitebox"))
-        if attack == "local_search_linf" and threat == "blackbox" and pgd:
-            acc, other, where = _pair(r, pgd, recs, labels)
-            out.append(_check("linf_blackbox_beats_pgd", model, "whitebox", "pgd",
-                              acc >= other - tol,
-                              f"query-only L-inf search {acc:.4f} vs white-box PGD {other:.4f}"
-                              f"{where}"))
-        if threat == "blackbox" and labels is not None and recs.get((model, attack, threat)):
-            out += _l0_checks(recs[(model, attack, threat)], tms, recs, labels, tol)
+        eps = _linf(c)
+        if (threat == "blackbox" and eps is not None and c.threat_model is not None
+                and c.threat_model.query_only):
+            for p in cells:
+                if (p.model == model and p.threat == "whitebox" and p.method == "pgd"
+                        and (_linf(p) or 0) >= eps):
+                    acc, other, where = _pair(c, p)
+                    out.append(_check(
+                        "linf_blackbox_beats_pgd", model, "whitebox", p.attack, acc >= other - tol,
+                        f"query-only L-inf search {acc:.4f} vs white-box PGD {other:.4f}{where}"))
+        if threat == "blackbox":
+            out += _l0_checks(c, cells, tol)
         wb = by.get((model, WORST, "whitebox"))
         if threat == "blackbox" and attack == WORST and wb:
-            acc, other, where = _pair(r, wb, recs, labels)
+            acc, other, where = _pair(c, wb)
             out.append(_check("blackbox_beats_whitebox", model, "whitebox", WORST,
                               acc >= other - tol,
                               f"black-box worst case {acc:.4f} vs white-box {other:.4f}{where}"))
@@ -260,7 +251,7 @@ def _affected(check: Check, row: dict[str, Any]) -> bool:
         return False
     if check["check"] in _MODEL_WIDE:
         return True
-    attacks = {check["attack"], WORST} | ({"fgsm"} if check["check"] == "fgsm_beats_pgd" else set())
+    attacks = {check["attack"], WORST} | ({check["also"]} if check.get("also") else set())
     return row["attack"] in attacks
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from advdefense.attacks.geometry import spatial_transform
+from advdefense.evaluation.cells import Cell
 from advdefense.evaluation.grid import Grid
 from advdefense.evaluation.threats import CLEAN, AttackSpec, EvalModel, predict_logits
 
@@ -25,7 +26,8 @@ def eps_sweep(grid: Grid, models: Sequence[EvalModel],
               factories: dict[str, tuple[Callable[[float], Any], dict[str, Any]]],
               eps_values: Sequence[float], threats: Sequence[str],
               progress: bool = True) -> list[dict[str, Any]]:
-    """Rows ``{model, attack, threat, eps, accuracy, n}``; eps ``None`` = clean images.
+    """Rows ``{model, attack, method, threat, eps, accuracy, n}``; eps ``None`` = clean images
+    (``method``: the attack's family, what the sanity checks dispatch on).
 
     Args:
         grid: a grid over the sweep subset.
@@ -35,26 +37,27 @@ def eps_sweep(grid: Grid, models: Sequence[EvalModel],
     """
     from tqdm.auto import tqdm
 
-    labels = grid.labels
     jobs = [(m, name, t, e) for t in threats for name in factories for e in eps_values
             for m in models]
     rows = []
     for m in models:
         rec = grid.cell(m, AttackSpec(CLEAN, None), "whitebox")
-        rows.append(_row(rec, labels, "clean", "any", None))
+        rows.append(_row(rec, "clean", "any", None))
+    built: dict[tuple[str, float], Any] = {}  # one attack object per (attack, eps)
     for m, name, threat, eps in tqdm(jobs, desc="eps sweep", unit="cell", disable=not progress):
         make, config = factories[name]
-        spec = AttackSpec(f"{name}@{eps:g}", make(float(eps)), config | {"eps": float(eps)},
-                          (threat,))
-        rows.append(_row(grid.cell(m, spec, threat), labels, name, threat, float(eps)))
+        if (name, float(eps)) not in built:
+            built[(name, float(eps))] = make(float(eps))
+        spec = AttackSpec(f"{name}@{eps:g}", built[(name, float(eps))],
+                          config | {"eps": float(eps)}, (threat,))
+        rows.append(_row(grid.cell(m, spec, threat), name, threat, float(eps)))
     return rows
 
 
-def _row(record: dict[str, Any], labels: torch.Tensor, attack: str, threat: str,
-         eps: float | None) -> dict[str, Any]:
-    correct = int((torch.tensor(record["pred"]) == labels.cpu()).sum())
-    return {"model": record["model"], "attack": attack, "threat": threat, "eps": eps,
-            "accuracy": correct / max(len(labels), 1), "n": len(labels)}
+def _row(cell: Cell, attack: str, threat: str, eps: float | None) -> dict[str, Any]:
+    correct = int(cell.correct.sum())
+    return {"model": cell.model, "attack": attack, "method": cell.method, "threat": threat,
+            "eps": eps, "accuracy": correct / max(cell.n, 1), "n": cell.n}
 
 
 def spatial_sweep(models: Sequence[EvalModel], images: torch.Tensor, labels: torch.Tensor,
