@@ -65,12 +65,12 @@ class RandomQueryAttack:
 
 
 def run_eval(models, specs, images, labels, threats, surrogate, cache, out_dir, sweep=None,
-             sanity=None, attack_n=None, progress=False, seed=0, meta=None):
+             sanity=None, attack_n=None, progress=False, seed=0, meta=None, full_n=None):
     """``evaluate_models`` with the settings spelled out as arguments (quiet by default)."""
     from advdefense.evaluation.pipeline import evaluate_models
     from advdefense.evaluation.settings import EvalSettings, SanityConfig
 
     settings = EvalSettings(out_dir, cache, list(threats), surrogate, sweep,
                             sanity or SanityConfig(), dict(attack_n or {}), seed, progress,
-                            dict(meta or {}))
+                            dict(meta or {}), full_n)
     return evaluate_models(models, specs, images, labels, settings)

@@ -16,6 +16,7 @@ from advdefense.checks import ConfigError, check_choice
 from advdefense.cli.common import build, log, plain, print_table, quiet_third_party, setup_wandb_env
 from advdefense.ensembles import member_names
 from advdefense.evaluation import settings
+from advdefense.evaluation.budget import Budget
 from advdefense.evaluation.cache import CellCache
 from advdefense.evaluation.certified import certify_models, write_certified
 from advdefense.evaluation.grid import MissingSurrogateError
@@ -37,6 +38,18 @@ def attack_budget(cfg: DictConfig, n: int) -> dict[str, int]:
     """``eval.attack_n`` (``eval.attack_n_cuda`` on a CUDA device) for ``n`` evaluated images:
     see :func:`advdefense.evaluation.settings.attack_budget`."""
     return settings.attack_budget(cfg.eval, n, _device(cfg))
+
+
+def time_budget(cfg: DictConfig, n: int, specs: list[AttackSpec] | None = None) -> Budget:
+    """:func:`attack_budget` and the ``eval.full_n`` rule (rows that ignore it for the goal model
+    of ``eval.experiment`` by default; :mod:`advdefense.evaluation.budget`). ``specs``: the
+    built attacks (built here when not given); their method and threat model pick the rows."""
+    from advdefense.report import experiment_goals
+
+    specs = attack_specs(cfg) if specs is None else specs
+    rule = settings.full_n_settings(cfg.eval, experiment_goals(cfg.eval.get("experiment")),
+                                    {s.name: s.attack for s in specs})
+    return Budget(attack_budget(cfg, n), rule)
 
 
 def _load(name: str, path: Path, device: torch.device | str = "cpu") -> EvalModel:
@@ -97,14 +110,15 @@ def attack_specs(cfg: DictConfig) -> list[AttackSpec]:
 
 
 def eval_settings(cfg: DictConfig, out_dir: Path, cache: CellCache,
-                  surrogate: EvalModel | None, n: int,
-                  meta: dict[str, Any] | None = None) -> settings.EvalSettings:
+                  surrogate: EvalModel | None, n: int, meta: dict[str, Any] | None = None,
+                  specs: list[AttackSpec] | None = None) -> settings.EvalSettings:
     """The run's :class:`~advdefense.evaluation.settings.EvalSettings` from ``cfg.eval``."""
+    budget = time_budget(cfg, n, specs)
     return settings.EvalSettings(
         out_dir, cache, list(cfg.eval.threats), surrogate,
         settings.sweep_config(cfg.eval.get("sweep"), cfg.eval.get("attacks") or {}, build),
-        settings.sanity_config(cfg.eval.sanity), attack_budget(cfg, n),
-        int(cfg.get("seed", 0)), bool(cfg.eval.progress), meta or {})
+        settings.sanity_config(cfg.eval.sanity), dict(budget.attack_n),
+        int(cfg.get("seed", 0)), bool(cfg.eval.progress), meta or {}, budget.full_n)
 
 
 def _data(cfg: DictConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,12 +146,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     out_dir = Path(cfg.paths.output_dir)
     cache = CellCache(cfg.eval.cache_dir, enabled=bool(cfg.eval.cache))
     members = {m.name: names for m in models if (names := member_names(m.module))}
-    result = evaluate_models(models, attack_specs(cfg), images, labels, eval_settings(
+    specs = attack_specs(cfg)
+    result = evaluate_models(models, specs, images, labels, eval_settings(
         cfg, out_dir, cache, surrogate, len(labels),
         meta={"name": cfg.name, "experiment": cfg.eval.get("experiment"),
               "models_dir": str(cfg.paths.models_dir), "ckpt": cfg.get("ckpt"),
               "kinds": {m.name: getattr(m.module, "kind", "member") for m in models},
-              "members": members}))
+              "members": members}, specs=specs))
     certified = run_certification(cfg, models, images, labels, cache, out_dir)
     if certified:
         result["certified"] = certified

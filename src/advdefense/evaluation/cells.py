@@ -56,6 +56,9 @@ class Cell:
             threat model (None: the clean row, worst cases, an undeclared attack).
         seconds, info, examples, key: wall time, attack extras, plotted adversarial images and
             the cache key (empty for derived cells).
+        target: for a cell completed by a cascade (:mod:`advdefense.evaluation.cascade_worst`,
+            derived, never cached): the positions it answers for; it covers those of them no
+            earlier attack broke. None for every other cell.
     """
 
     model: str
@@ -72,6 +75,7 @@ class Cell:
     info: dict[str, Any] = field(default_factory=dict)
     examples: dict[str, Any] = field(default_factory=lambda: {"index": [], "adv": []})
     key: str = ""
+    target: list[int] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.labels)

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from advdefense.evaluation.budget import Budget, as_budget
 from advdefense.evaluation.cache import CellCache, cell_key, code_version
 from advdefense.evaluation.cells import Cell, spec_identity
 from advdefense.evaluation.threats import (
@@ -76,16 +77,19 @@ class Grid:
         surrogate: the transfer surrogate, or None if no transfer threat is run.
         n_examples: adversarial examples kept per cell for plots.
         attack_n: attack row name -> the most images it is crafted on against each model
-            (white-box / black-box); absent or None = all. See the module docstring.
+            (white-box / black-box); absent or None = all. See the module docstring. A
+            :class:`~advdefense.evaluation.budget.Budget` may also exempt some models' rows
+            (``eval.full_n``).
         seed: seed of the nested subset order.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, cache: CellCache,
                  subset_id: str, surrogate: EvalModel | None = None, n_examples: int = 4,
-                 attack_n: dict[str, int | None] | None = None, seed: int = 0) -> None:
+                 attack_n: dict[str, int | None] | Budget | None = None, seed: int = 0) -> None:
         self.images, self.labels, self.cache = images, labels, cache
         self.subset_id, self.surrogate, self.n_examples = subset_id, surrogate, n_examples
-        self.attack_n = {k: int(v) for k, v in (attack_n or {}).items() if v is not None}
+        self.budget = as_budget(attack_n, len(labels) + 1)
+        self.attack_n = dict(self.budget.attack_n)
         # the plotted images (positions < n_examples) lead the order, so every subset holds them
         self._order = stratified_sample(labels, seed=seed, nested=True, first=n_examples,
                                         rng="torch", ties="position") if self.attack_n else None
@@ -117,16 +121,21 @@ class Grid:
             self._attackable[model.name] = attackable(model.module)
         return self._attackable[model.name]
 
-    def subset(self, spec: AttackSpec, threat: str) -> torch.Tensor | None:
-        """Sorted positions a budgeted cell runs on, or None for all images."""
-        k = self.attack_n.get(spec.name)
+    @property
+    def order(self) -> torch.Tensor | None:
+        """The nested stratified order of the images (None without a budget)."""
+        return self._order
+
+    def subset(self, spec: AttackSpec, threat: str, model: str = "") -> torch.Tensor | None:
+        """Sorted positions a budgeted cell (of ``model``) runs on, or None for all images."""
+        k = self.budget.k(model, spec.name, threat)
         if spec.attack is None or threat == "transfer" or k is None or k >= len(self.labels):
             return None
         return self._order[:k].sort().values
 
     def cell(self, model: EvalModel, spec: AttackSpec, threat: str) -> Cell:
         """The cell, from the cache or computed now."""
-        idx = self.subset(spec, threat)
+        idx = self.subset(spec, threat, model.name)
         key = _key(model, spec, threat, self.surrogate, self.subset_id,
                    None if idx is None else len(idx))
         # the clean cell's key is threat-independent: it is computed once per model and
@@ -144,6 +153,21 @@ class Grid:
             cell = Cell.from_record(record, self.labels, method, tm)
         if spec.attack is None:
             self._clean[key] = cell
+        return replace(cell, model=model.name, threat=threat)
+
+    def cell_at(self, model: EvalModel, spec: AttackSpec, threat: str,
+                idx: torch.Tensor) -> Cell:
+        """``spec`` crafted on the positions ``idx`` (sorted) only, e.g. a cascade's
+        still-robust images (:mod:`advdefense.evaluation.cascade_worst`); cached."""
+        key = cell_key({"cell": _key(model, spec, threat, self.surrogate, self.subset_id),
+                        "at": idx.tolist()})
+        method, tm = spec_identity(spec)
+        record = self.cache.get(key)
+        if record is None or len(record.get("pred", [])) != len(idx):
+            cell = self._compute(model, spec, threat, key, idx)
+            self.cache.put(key, cell.to_record())
+        else:
+            cell = Cell.from_record(record, self.labels, method, tm)
         return replace(cell, model=model.name, threat=threat)
 
     def _compute(self, model: EvalModel, spec: AttackSpec, threat: str, key: str,

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 
 from advdefense.attacks.threat import threat_model_of
+from advdefense.evaluation.budget import Budget
 from advdefense.evaluation.cache import CellCache, cell_key, code_version
+from advdefense.evaluation.cascade_worst import worst_cases
 from advdefense.evaluation.cells import Cell, ResultSet
 from advdefense.evaluation.convergence import convergence_runs
 from advdefense.evaluation.grid import Grid, MissingSurrogateError, run_grid
@@ -35,7 +37,6 @@ from advdefense.evaluation.sanity import (
 from advdefense.evaluation.settings import EvalSettings, SanityConfig, SweepConfig
 from advdefense.evaluation.sweeps import eps_sweep, spatial_sweep
 from advdefense.evaluation.threats import AttackSpec, EvalModel, attackable
-from advdefense.evaluation.worst_case import add_worst_cases
 from advdefense.io import atomic_write_text
 from advdefense.sampling import stratified_sample
 
@@ -74,10 +75,15 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     sid = subset_id("test", torch.arange(len(labels))) + cell_key({"l": labels.tolist()})[:8]
     attack_n = {k: int(v) for k, v in s.attack_n.items()
                 if v is not None and int(v) < len(labels)}
-    grid = Grid(images, labels, cache, sid, surrogate, attack_n=attack_n, seed=seed)
-    cells = ResultSet(add_worst_cases(run_grid(grid, models, attacks, threats, s.progress)))
+    budget = Budget(attack_n, s.full_n)
+    grid = Grid(images, labels, cache, sid, surrogate, attack_n=budget, seed=seed)
+    grid_out = run_grid(grid, models, attacks, threats, s.progress)
+    t0 = time.perf_counter()
+    # worst cases; those of eval.full_n's models completed by a cascade (evaluation.budget)
+    done, full_n = worst_cases(grid, models, attacks, grid_out, budget)
+    cells = ResultSet(done)
     rows = [to_row(c) for c in cells]
-    timings = {"grid": round(time.perf_counter() - start, 2)}
+    timings = {"grid": round(t0 - start, 2), "worst_cases": round(time.perf_counter() - t0, 2)}
     sweeps: dict[str, list[dict[str, Any]]] = {"eps": [], "spatial": []}
     checks = grid_checks(cells.cells, sanity.tol) + masking_checks(cells.cells, sanity.tol)
     if sanity.convergence_n > 0:
@@ -102,6 +108,9 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
                            "cache_hits": cache.hits, "attack_calls": grid.attack_calls,
                            "attack_n": attack_n, "timings": timings,
                            "seconds": round(time.perf_counter() - start, 2)}
+    described = budget.describe(len(labels), full_n)
+    if described is not None:  # eval.full_n names a model (report.md states the rule)
+        meta["full_n"] = described
     l0 = l0_curves(cells)
     out = Path(s.out_dir)
     _write(out, rows, sweeps, checks, meta)

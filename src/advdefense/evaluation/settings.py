@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from advdefense.checks import ConfigError
+from advdefense.evaluation.budget import FullN
 from advdefense.evaluation.cache import CellCache
 from advdefense.evaluation.cells import method_of
 from advdefense.evaluation.certified import CertifyConfig
@@ -78,6 +79,8 @@ class EvalSettings:
             :func:`attack_budget`); absent = all.
         seed, progress: subset seed, progress bars.
         meta: extra entries for ``results.json``'s meta.
+        full_n: models whose listed rows ignore ``attack_n``, their worst cases completed by a
+            cascade (``eval.full_n``, :func:`full_n_settings`); None = none.
     """
 
     out_dir: str | Path
@@ -90,6 +93,7 @@ class EvalSettings:
     seed: int = 0
     progress: bool = True
     meta: dict[str, Any] = field(default_factory=dict)
+    full_n: FullN | None = None
 
 
 def resolve_device(value: str | None) -> torch.device:
@@ -131,6 +135,22 @@ def attack_budget(node: Mapping[str, Any], n: int, device: torch.device) -> dict
                               "a positive integer, a fraction in (0, 1) of eval.n, or null for all")
         out[str(name)] = int(k)
     return out
+
+
+def full_n_settings(node: Mapping[str, Any], goals: Mapping[str, Any] | None,
+                    rows: Mapping[str, Any]) -> FullN | None:
+    """``eval.full_n`` for the goals of ``eval.experiment`` (None without goals, unless the node
+    names models): see :func:`advdefense.evaluation.budget.full_n_rule`. ``rows``: configured
+    row name -> the built attack (its method and threat model pick the goals' rows)."""
+    from advdefense.attacks.threat import threat_model_of
+    from advdefense.evaluation.budget import full_n_rule
+
+    described = {}
+    for name, attack in rows.items():
+        tm = threat_model_of(attack)
+        described[str(name)] = {"method": method_of(attack),
+                                "threat_model": None if tm is None else tm.as_dict()}
+    return full_n_rule(plain(node.get("full_n")), goals, described)
 
 
 def convergence_n(value: Any) -> int:

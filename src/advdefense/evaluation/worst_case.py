@@ -32,7 +32,9 @@ choice); the clean row belongs to all of them. Each cell carries its threat mode
 Cells of budgeted attacks cover a subset (``cell.index``: positions into the evaluated images,
 see :mod:`advdefense.evaluation.grid`). A worst case is then taken on the images that *every*
 combined cell covers (the subsets are nested, so: the smallest one), never by counting an
-unattacked image as robust; its cell carries that ``index`` and ``n``.
+unattacked image as robust; its cell carries that ``index`` and ``n``. Cells completed by a
+cascade (``target``, :mod:`advdefense.evaluation.cascade_worst`) cover their whole target: see
+:mod:`advdefense.evaluation.coverage`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import torch
 
 from advdefense.attacks.threat import ThreatModel
 from advdefense.evaluation.cells import CLEAN, Cell, aligned
+from advdefense.evaluation.coverage import covered
 
 WORST = "worst_case"
 WORST_DENSE = "worst_case_dense"
@@ -73,19 +76,25 @@ def worst_case(cells: Sequence[Cell], threat: str | None = None, name: str = WOR
     """
     if not cells:
         raise ValueError("worst_case needs at least one attack cell")
-    cells = aligned(cells)
-    labels = torch.tensor(cells[0].labels, dtype=torch.long)
-    preds = torch.tensor([c.pred for c in cells], dtype=torch.long).reshape(len(cells), -1)
-    conf = torch.tensor([c.conf for c in cells], dtype=torch.double).reshape(len(cells), -1)
+    if any(c.target is not None for c in cells):
+        # a cell that did not run on an image (``ran`` False: the cascade skipped it, already
+        # broken) neither fools it nor counts as correct
+        index, labels, preds, conf, ran = covered(cells)
+    else:
+        cells = aligned(cells)
+        index, labels = cells[0].index, torch.tensor(cells[0].labels, dtype=torch.long)
+        preds = torch.tensor([c.pred for c in cells], dtype=torch.long).reshape(len(cells), -1)
+        conf = torch.tensor([c.conf for c in cells], dtype=torch.double).reshape(len(cells), -1)
+        ran = torch.ones_like(preds, dtype=torch.bool)
     correct = preds == labels[None, :]
-    robust = correct.all(0)
-    wrong_conf = conf.masked_fill(correct, float("-inf")).amax(0)
+    robust = (correct | ~ran).all(0)
+    wrong_conf = conf.masked_fill(correct | ~ran, float("-inf")).amax(0)
     right_conf = conf.masked_fill(~correct, float("inf")).amin(0)
     chosen = torch.where(robust, right_conf, wrong_conf)
     pred = torch.where(robust, labels, 1 - labels)
     first = cells[0]
-    return Cell(first.model, name, threat or first.threat, list(first.labels), pred.tolist(),
-                chosen.tolist(), index=first.index, method=name,
+    return Cell(first.model, name, threat or first.threat, labels.tolist(), pred.tolist(),
+                chosen.tolist(), index=index, method=name,
                 seconds=round(sum(c.seconds for c in cells), 3),
                 info={"over": [f"{c.threat}/{c.attack}" for c in cells]})
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from advdefense.evaluation.budget import full_n_lines
 from advdefense.io import atomic_write_text
 from advdefense.report.common import read_or
 from advdefense.report.figures import make_plots
@@ -56,7 +57,7 @@ def _budget_lines(meta: dict[str, Any]) -> list[str]:
             f"black-box) ran on a nested stratified subset of the n images: {parts}; all other "
             "rows (clean, transfer, the other attacks) on all n. Each row's `n` says how many "
             "images it covers; a worst case covers only the images every attack it combines "
-            "ran on.**", ""]
+            "ran on.**", "", *full_n_lines(meta)]
 
 
 def write_report(out_dir: str | Path, models_dir: str | Path | None = None,

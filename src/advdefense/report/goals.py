@@ -9,7 +9,7 @@ from typing import Any
 
 from advdefense.evaluation.metrics import wilson
 from advdefense.evaluation.select import find, selector_of
-from advdefense.evaluation.worst_case import HEADLINE_K, WORST_DENSE, WORST_STRESS
+from advdefense.evaluation.worst_case import HEADLINE_K, WORST, WORST_DENSE, WORST_STRESS
 from advdefense.report.common import DASH, ci, fmt, index_rows, md_table
 
 GOALS_FILE = "resources/robust_goals.json"
@@ -99,6 +99,7 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any] | None,
     out = [f"## {goals['title']}", "", f"Integrated model: `{model}`. {goals['source']}", "",
            f"A goal is {VERDICTS}", ""]
     out += md_table(["attack", "threat", "paper", "goal", "ours [95% CI]", "n", "verdict"], body)
+    out += worst_case_note(rows, model, goals)
     stress = {a for a, tm in (threat_models or {}).items()
               if tm and tm.get("set") == "l0" and tm.get("k", 0) > HEADLINE_K}
     stress |= {r["attack"] for r in rows if (r.get("threat_model") or {}).get("set") == "l0"
@@ -118,6 +119,29 @@ def goals_section(rows: list[dict[str, Any]], goals: dict[str, Any] | None,
                                       "spatial; the sparse L0 attacks left out)")):
         out += _best_member_line(idx, model, candidates, threat, label, attack)
     return out + [""]
+
+
+def worst_case_note(rows: list[dict[str, Any]], model: str, goals: dict[str, Any]) -> list[str]:
+    """Below the goals table: which n a worst-case goal (its ``select`` method ``worst_case``)
+    is judged on, and the white-box worst case on its own (larger) n when they differ (a
+    full-n model's worst cases, ``eval.full_n``)."""
+    out: list[str] = []
+    white = find(rows, model, "whitebox", [{"method": WORST}], [WORST])
+    for g in goals.get("rows", []):
+        sels = selector_of(g)
+        if not (any(s.get("method") == WORST for s in sels) or (not sels and g["attack"] == WORST)):
+            continue
+        judged = goal_row(rows, model, g)
+        if judged is None:
+            continue
+        out += ["", f"The goal '{g['label']}' is judged on n = {judged['n']}: the images every "
+                "combined attack ran on."]
+        if white is not None and white is not judged and white["n"] > judged["n"]:
+            out[-1] += (f" The white-box worst case alone covers n = {white['n']}: "
+                        f"{white['accuracy']:.3f} [{white['accuracy_lo']:.3f}, "
+                        f"{white['accuracy_hi']:.3f}], {verdict(white, g['goal'])} against the "
+                        "same goal.")
+    return out
 
 
 def _best_member_line(idx: dict[tuple[str, str, str], dict[str, Any]], model: str,

@@ -1,0 +1,177 @@
+"""The integrated model's white-box worst case on every test image, in shards of 2 cores each.
+
+Measures what ``eval.full_n`` (issue 14 C) costs for ``stacker_adv_mean``: its white-box
+headline rows (FGSM, PGD-40 x5, autoattack, both spatial presets, JSMA and sparse PGD at
+k = 10 and 20), the goal rows on all n, the others on their ``eval.attack_n`` budget plus a
+cascade over the images still robust, i.e. the white-box worst case on every image. The same
+work as ``bench_eval.py --full-n-worst-case`` (the same overrides), run in process.
+
+The n images are split into ``--shards`` interleaved parts; each runs in its own process with
+``--threads`` threads, pinned to its own cores (``taskset``) when the machine has enough. Each
+shard does the same per-image work as the whole run (its budgets are the same fractions of its
+images), so the sum of the shards' wall times is the time on one ``--threads``-core process,
+measured without waiting hours: on a machine with 16 idle cores, 8 shards of 2 cores.
+
+    python benchmarks/bench_full_n.py --models-dir models/robust --shards 8 --threads 2
+    python benchmarks/bench_full_n.py --models-dir models/robust --n 40 --shards 1  # smoke
+
+Writes ``benchmarks/results/eval_full_n_sharded.json`` (``--out``): per shard wall time, load
+averages, stage times, rows (n, correct, seconds) and the cascade's extra images; combined: the
+summed wall time and the worst cases' accuracy on the union of the shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_eval import GOAL_MODEL, full_n_overrides  # noqa: E402
+
+
+def _load() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def forward_rate(models_dir: str, seconds: float = 10.0, batch: int = 1024) -> float:
+    """Plain forward passes per second of the goal model on one thread (batch 1,024 test
+    digits): a calibration of how fast this machine is right now (load included)."""
+    import torch
+
+    from advdefense.data import load_mnist67
+    from advdefense.registry import load_model, model_path
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = load_model(model_path(models_dir, GOAL_MODEL))
+        x = load_mnist67("test", root=str(ROOT / "data"))[0][:batch]
+        done, start = 0, time.perf_counter()
+        with torch.inference_mode():
+            model(x)
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                model(x)
+                done += batch
+        return round(done / (time.perf_counter() - start), 1)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Evaluate shard ``args.shard`` and write its JSON to ``args.worker_out``."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from hydra import compose, initialize_config_dir
+
+    from advdefense.cli.evaluate import attack_specs, load_models, sanity_config, time_budget
+    from advdefense.data import load_mnist67
+    from advdefense.evaluation.cache import CellCache
+    from advdefense.evaluation.pipeline import evaluate_models, subsample
+
+    tmp = Path(args.worker_out).parent
+    os.environ.setdefault("ADVDEFENSE_ROOT", str(ROOT))
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[
+            f"paths.models_dir={args.models_dir}", f"paths.log_dir={tmp}", "eval.cache=false",
+            "eval.progress=false", *full_n_overrides()])
+    images, labels = load_mnist67("test", root=str(ROOT / "data"))
+    part = subsample(labels, args.n, 0)[args.shard::args.shards]
+    x, y = images[part], labels[part]
+    load_before, start = _load(), time.perf_counter()
+    out = evaluate_models(load_models(cfg), attack_specs(cfg), x, y, ["whitebox"], None,
+                          CellCache(tmp / "cache", enabled=False), tmp / f"out{args.shard}",
+                          None, sanity_config(cfg), seed=0, progress=False,
+                          attack_n=time_budget(cfg, len(y)))
+    wall = time.perf_counter() - start
+    rows = {f"{r['attack']}/{r['threat']}": {"n": r["n"], "correct": round(r["accuracy"] * r["n"]),
+                                             "seconds": r.get("seconds")}
+            for r in out["rows"] if r["model"] == GOAL_MODEL}
+    result = {"shard": args.shard, "n": len(y), "wall_s": round(wall, 1),
+              "threads": args.threads, "load_avg_before": load_before, "load_avg_after": _load(),
+              "timings": out["meta"]["timings"], "full_n": out["meta"]["full_n"], "rows": rows}
+    Path(args.worker_out).write_text(json.dumps(result))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models-dir", required=True, help="a copy of the robust registry")
+    ap.add_argument("--n", type=int, default=None, help="test images (default: all 1,986)")
+    ap.add_argument("--shards", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="threads (cores) per shard")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/eval_full_n_sharded.json"))
+    ap.add_argument("--shard", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.shard is not None:
+        worker(args)
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench_full_n_"))
+    cores = os.cpu_count() or 1
+    pin = shutil.which("taskset") is not None and args.shards * args.threads <= cores
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+    procs = []
+    rate_before = forward_rate(args.models_dir)
+    load_before, start = _load(), time.perf_counter()
+    for i in range(args.shards):
+        cmd = [sys.executable, __file__, "--models-dir", str(Path(args.models_dir).resolve()),
+               "--shards", str(args.shards), "--threads", str(args.threads), "--shard", str(i),
+               "--worker-out", str(tmp / f"shard{i}.json")]
+        if args.n:
+            cmd += ["--n", str(args.n)]
+        if pin:
+            first = i * args.threads
+            cmd = ["taskset", "-c", f"{first}-{first + args.threads - 1}", *cmd]
+        procs.append(subprocess.Popen(cmd, env=env, stderr=open(tmp / f"shard{i}.err", "w")))
+    codes = [p.wait() for p in procs]
+    shards = [json.loads((tmp / f"shard{i}.json").read_text())
+              for i in range(args.shards) if (tmp / f"shard{i}.json").is_file()]
+    combined: dict[str, dict[str, float]] = {}
+    for s in shards:
+        for key, r in s["rows"].items():
+            c = combined.setdefault(key, {"n": 0, "correct": 0, "seconds": 0.0})
+            c["n"] += r["n"]
+            c["correct"] += r["correct"]
+            c["seconds"] += r["seconds"] or 0.0
+    for c in combined.values():
+        c["accuracy"] = round(c["correct"] / c["n"], 4) if c["n"] else None
+        c["seconds"] = round(c["seconds"], 1)
+    out = {"command": " ".join(sys.argv), "machine": platform.platform(), "cpu_count": cores,
+           "pinned": pin, "shards": args.shards, "threads_per_shard": args.threads,
+           "models_dir": str(args.models_dir), "returncodes": codes,
+           "wall_s": round(time.perf_counter() - start, 1),
+           "sum_shard_wall_s": round(sum(s["wall_s"] for s in shards), 1),
+           "max_shard_wall_s": max((s["wall_s"] for s in shards), default=None),
+           "load_avg_before": load_before, "load_avg_after": _load(),
+           "forward_img_per_s_1thread": {"before": rate_before,
+                                         "after": forward_rate(args.models_dir)},
+           "combined": combined, "per_shard": shards,
+           "stderr_tail": {i: (tmp / f"shard{i}.err").read_text()[-1500:]
+                           for i, c in enumerate(codes) if c}}
+    dest = Path(args.out)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: out[k] for k in ("wall_s", "sum_shard_wall_s", "max_shard_wall_s",
+                                          "returncodes", "load_avg_before",
+                                          "forward_img_per_s_1thread")}))
+    for key, c in sorted(combined.items()):
+        print(f"  {key:32s} n={c['n']:5d} acc={c['accuracy']}  {c['seconds']:9.1f} s")
+    for i, err in out["stderr_tail"].items():
+        print(f"shard {i} failed:\n{err}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
