@@ -11,6 +11,15 @@ Extra Hydra overrides may follow ``--``. Writes ``benchmarks/results/eval.json``
     python benchmarks/bench_eval.py --n 200                           # quick mode, models/
     python benchmarks/bench_eval.py --models-dir models/quick --n 200 -- \\
         'eval.models=[none-none,none-fgsm,stacker]'
+    python benchmarks/bench_eval.py --full-n-worst-case --models-dir <copy of models/robust> \\
+        --threads 2
+
+``--full-n-worst-case`` times what ``experiment=robust`` adds for its goal model
+(``eval.full_n``): the white-box headline rows of ``stacker_adv_mean`` (the goal rows on all n,
+the others on their budget plus a cascade over the images still robust), i.e. the white-box
+worst case on every test image, and nothing else (no other model, threat, sweep, certificate or
+convergence run). Writes ``benchmarks/results/eval_full_n.json``: stage times, each row's
+seconds and n, the cascade's extra images per row, the worst cases, load averages before/after.
 """
 
 from __future__ import annotations
@@ -57,6 +66,47 @@ def synthetic_registry(models_dir: Path) -> None:
                    name, spec)
 
 
+# the white-box rows of the robust worst case (L-inf, spatial, L0 k <= 20): conf/evaluate.yaml
+FULL_N_ROWS = ["fgsm", "pgd", "autoattack", "spatial_engstrom", "spatial_uae", "jsma_k10",
+               "jsma_k20", "sparse_pgd_k10", "sparse_pgd_k20"]
+GOAL_MODEL = "stacker_adv_mean"
+
+
+def synthetic_robust_registry(models_dir: Path) -> None:
+    """``stacker_adv_mean``'s architecture with untrained weights: the wide and the squeezed
+    SmallCNN and a skip=mean stacker head (an untrained model breaks at once: indicative only)."""
+    import torch
+
+    from advdefense.registry import build_from_spec, save_model
+
+    torch.manual_seed(0)
+    wide = {"_target_": "advdefense.nets.SmallCNN", "channels": [32, 64], "hidden": 256}
+    members = {"none-pgd_spatial_uae_wide": {"preprocess": PRE["none"], "net": wide},
+               "squeeze-pgd_spatial_uae": {"preprocess": PRE["squeeze"], "net": NET}}
+    head = {"_target_": "advdefense.nets.StackerMLP", "in_features": 4, "skip": "mean"}
+    spec = {"combine": "mlp", "members": members, "head": head}
+    save_model(models_dir / f"{GOAL_MODEL}.ckpt", build_from_spec("ensemble", spec), "ensemble",
+               GOAL_MODEL, spec)
+
+
+def full_n_overrides() -> list[str]:
+    """evaluate.py overrides of ``--full-n-worst-case`` (see the module docstring)."""
+    return ["eval.experiment=robust", f"eval.models=[{GOAL_MODEL}]", "eval.threats=[whitebox]",
+            f"eval.only_attacks=[{','.join(FULL_N_ROWS)}]", "eval.attacks.pgd.restarts=5",
+            "eval.sweep.enabled=false", "eval.certify.enabled=false",
+            "eval.sanity.convergence_n=0", "eval.device=cpu"]
+
+
+def full_n_summary(results: dict) -> dict:
+    """Rows and worst cases of the goal model, from results.json; the cascade (extra images per
+    completed row) is in ``full_n`` (results.json meta)."""
+    meta, rows = results.get("meta", {}), results.get("rows", [])
+    return {"full_n": meta.get("full_n"), "attack_n": meta.get("attack_n"),
+            "rows": {f"{r['attack']}/{r['threat']}": {
+                "n": r["n"], "accuracy": round(r["accuracy"], 4), "seconds": r.get("seconds")}
+                for r in rows if r["model"] == GOAL_MODEL}}
+
+
 def breakdown(results: dict) -> dict:
     """Seconds by stage and by (attack, threat) summed over models, from results.json."""
     meta, rows = results.get("meta", {}), results.get("rows", [])
@@ -93,26 +143,34 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true", help="untrained throwaway registry")
     ap.add_argument("--threads", type=int, default=None,
                     help="OMP/torch threads of the evaluate.py process (default: inherited)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval.json"))
+    ap.add_argument("--full-n-worst-case", action="store_true",
+                    help=f"only {GOAL_MODEL}'s white-box worst case on all n (eval.full_n)")
+    ap.add_argument("--out", default=None,
+                    help="JSON (default: results/eval.json, results/eval_full_n.json)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for evaluate.py")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     models_dir = Path(args.models_dir).resolve()
     synthetic = args.synthetic or not any(models_dir.glob("*.ckpt"))
+    full_n = args.full_n_worst_case
     if synthetic:
         models_dir = tmp / "models"
-        synthetic_registry(models_dir)
+        (synthetic_robust_registry if full_n else synthetic_registry)(models_dir)
     from advdefense.registry import list_models
 
     present = list_models(models_dir)  # not the replaced <name>.prev.ckpt files
     models = present if args.all_models else [m for m in PAPER_MODELS if m in present]
+    if full_n:
+        models = [GOAL_MODEL]
     cmd = [sys.executable, str(ROOT / "evaluate.py"), f"paths.models_dir={models_dir}",
            f"paths.log_dir={tmp}/logs", "eval.cache=false", "eval.progress=false",
-           f"eval.n={args.n if args.n else 'null'}", f"eval.models=[{','.join(models)}]",
+           f"eval.n={args.n if args.n else 'null'}",
+           *(full_n_overrides() if full_n else [f"eval.models=[{','.join(models)}]"]),
            *args.overrides]
     env = dict(os.environ)
     if args.threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(args.threads)
+    load_before = _load()
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
@@ -122,9 +180,13 @@ def main() -> None:
            "n": args.n or 1986, "synthetic": synthetic, "models_dir": str(models_dir),
            "models": models, "threads": env.get("OMP_NUM_THREADS", "default"),
            "cpu_count": os.cpu_count(), "machine": platform.platform(),
-           "load_avg_before": _load(), "breakdown": breakdown(results) if results else None,
+           "load_avg_before": load_before, "load_avg_after": _load(),
+           "breakdown": breakdown(results) if results else None,
+           **({"full_n_worst_case": full_n_summary(results) if results else None}
+              if full_n else {}),
            "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
-    dest = Path(args.out)
+    dest = Path(args.out or ROOT / "benchmarks" / "results" /
+                ("eval_full_n.json" if full_n else "eval.json"))
     dest.parent.mkdir(parents=True, exist_ok=True)
     previous = json.loads(dest.read_text()) if dest.is_file() else {}
     runs = previous.get("runs", []) if isinstance(previous, dict) else []

@@ -77,10 +77,12 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from hydra import compose, initialize_config_dir
 
-    from advdefense.cli.evaluate import attack_specs, load_models, sanity_config, time_budget
+    from advdefense.cli.evaluate import attack_specs, load_models, time_budget
     from advdefense.data import load_mnist67
     from advdefense.evaluation.cache import CellCache
-    from advdefense.evaluation.pipeline import evaluate_models, subsample
+    from advdefense.evaluation.pipeline import evaluate_models
+    from advdefense.evaluation.settings import EvalSettings, sanity_config
+    from advdefense.sampling import stratified_sample
 
     tmp = Path(args.worker_out).parent
     os.environ.setdefault("ADVDEFENSE_ROOT", str(ROOT))
@@ -89,13 +91,15 @@ def worker(args: argparse.Namespace) -> None:
             f"paths.models_dir={args.models_dir}", f"paths.log_dir={tmp}", "eval.cache=false",
             "eval.progress=false", *full_n_overrides()])
     images, labels = load_mnist67("test", root=str(ROOT / "data"))
-    part = subsample(labels, args.n, 0)[args.shard::args.shards]
+    part = stratified_sample(labels, args.n, 0)[args.shard::args.shards]
     x, y = images[part], labels[part]
     load_before, start = _load(), time.perf_counter()
-    out = evaluate_models(load_models(cfg), attack_specs(cfg), x, y, ["whitebox"], None,
-                          CellCache(tmp / "cache", enabled=False), tmp / f"out{args.shard}",
-                          None, sanity_config(cfg), seed=0, progress=False,
-                          attack_n=time_budget(cfg, len(y)))
+    specs = attack_specs(cfg)
+    budget = time_budget(cfg, len(y), specs)
+    settings = EvalSettings(tmp / f"out{args.shard}", CellCache(tmp / "cache", enabled=False),
+                            ["whitebox"], None, None, sanity_config(cfg.eval.sanity),
+                            dict(budget.attack_n), 0, False, {}, budget.full_n)
+    out = evaluate_models(load_models(cfg), specs, x, y, settings)
     wall = time.perf_counter() - start
     rows = {f"{r['attack']}/{r['threat']}": {"n": r["n"], "correct": round(r["accuracy"] * r["n"]),
                                              "seconds": r.get("seconds")}
