@@ -8,7 +8,7 @@ from torch import nn
 
 from advdefense.attacks.fgsm import FGSM
 from advdefense.checks import ConfigError
-from advdefense.defenses import AdversarialTraining, MixedDefense, NoDefense
+from advdefense.defenses import AdversarialTraining, MixedDefense, TrainingDefense
 
 
 class LinearModel(nn.Module):
@@ -25,7 +25,7 @@ class LinearModel(nn.Module):
 
 def test_no_defense_returns_the_batch():
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
-    out_x, out_y = NoDefense()(nn.Identity(), x, y)
+    out_x, out_y = TrainingDefense()(nn.Identity(), x, y)
     assert out_x is x and out_y is y
 
 
@@ -57,7 +57,7 @@ def test_fraction_and_replacement():
 def test_mixed_defense_splits_the_batch():
     model = LinearModel()
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 2, (8,))
-    mixed = MixedDefense([NoDefense(), AdversarialTraining(FGSM(eps=0.2), keep_clean=False)])
+    mixed = MixedDefense([TrainingDefense(), AdversarialTraining(FGSM(eps=0.2), keep_clean=False)])
     out_x, out_y = mixed(model, x, y)
     assert torch.equal(out_x[:4], x[:4]) and not torch.equal(out_x[4:], x[4:])
     assert torch.equal(out_y, y)

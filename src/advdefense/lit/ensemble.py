@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from advdefense.checks import ConfigError, check_choice
-from advdefense.defenses import NoDefense, TrainingDefense
+from advdefense.defenses import TrainingDefense
 from advdefense.ensembles import COMBINERS, MemberEnsemble, build_ensemble
 from advdefense.lit.base import ClassifierModule
 from advdefense.registry import RegistryError, build_from_spec, model_path, read_entry
@@ -131,7 +131,7 @@ class StackedEnsemble(ClassifierModule):
             head = None
         self.combine = combine
         self.model: MemberEnsemble = build_ensemble(combine, modules, head)
-        self.defense = defense if defense is not None else NoDefense()
+        self.defense = defense if defense is not None else TrainingDefense()
         self.defense_target = defense_target
 
     @property
