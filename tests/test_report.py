@@ -5,7 +5,10 @@ import json
 import torch
 
 from advdefense.evaluation.results import to_row, write_json
-from advdefense.report import paper_tables, write_report
+from advdefense.report import paper_tables, robust_goals, write_report
+
+# The model experiment=robust's goals judge (the stacker variant registers under its own name).
+JUDGED = robust_goals()["model"]
 
 
 def _record(model, attack, threat, pred):
@@ -52,10 +55,10 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
                                                      "sparse_pgd_k20", "sparse_rs_k20",
                                                      "spatial_engstrom", "spatial_uae",
                                                      "worst_case"}
-    rows = [_row("stacker", "none", "whitebox", 0.999), _row("stacker", "fgsm", "whitebox", 0.90),
-            _row("stacker", "worst_case", "all", 0.40), _row("m1", "worst_case", "all", 0.45),
+    rows = [_row(JUDGED, "none", "whitebox", 0.999), _row(JUDGED, "fgsm", "whitebox", 0.90),
+            _row(JUDGED, "worst_case", "all", 0.40), _row("m1", "worst_case", "all", 0.45),
             _row("m2", "worst_case", "all", 0.10), _row("vote", "worst_case", "all", 0.9)]
-    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member",
+    text = "\n".join(goals_section(rows, goals, {JUDGED: "ensemble", "m1": "member",
                                                  "m2": "member", "vote": "ensemble"}))
     none_line = next(line for line in text.splitlines() if line.startswith("| clean |"))
     assert none_line.endswith("| within interval |")  # 0.999 >= 0.995 > its lower bound 0.949
@@ -66,23 +69,23 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
     assert "also takes the grid's other attacks" not in text
     assert "Wilson lower bound" in text  # the verdict words are explained
     assert "tried" not in text and "issue 6" not in text  # the research diary is docs/results.md
-    rows += [_row("stacker", "pgd", "whitebox", 0.9), _row("stacker", "sparse_pgd", "whitebox", 0.0)]
+    rows += [_row(JUDGED, "pgd", "whitebox", 0.9), _row(JUDGED, "sparse_pgd", "whitebox", 0.0)]
     l0_78 = {"set": "l0", "k": 78, "direction": "both", "access": "gradient"}
-    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"},
+    text = "\n".join(goals_section(rows, goals, {JUDGED: "ensemble", "m1": "member"},
                                    threat_models={"sparse_pgd": l0_78}))
     assert "also takes the grid's other attacks (`pgd`)" in text  # the 78-pixel row is stress
     assert goals_section([_row("m1", "none", "whitebox", 1.0)], goals) == []
     # white-box worst case compared too; both broken says so instead of "at least as robust"
-    rows = [_row("stacker", "worst_case", "whitebox", 0.0), _row("m1", "worst_case", "whitebox", 0.0),
-            _row("stacker", "worst_case", "all", 0.3), _row("m1", "worst_case", "all", 0.2)]
-    text = "\n".join(goals_section(rows, goals, {"stacker": "ensemble", "m1": "member"}))
-    assert "White-box worst case: `stacker`" in text and "comparison shows nothing" in text
-    assert "Worst case over all threats: `stacker`" in text and "at least as robust as" in text
+    rows = [_row(JUDGED, "worst_case", "whitebox", 0.0), _row("m1", "worst_case", "whitebox", 0.0),
+            _row(JUDGED, "worst_case", "all", 0.3), _row("m1", "worst_case", "all", 0.2)]
+    text = "\n".join(goals_section(rows, goals, {JUDGED: "ensemble", "m1": "member"}))
+    assert f"White-box worst case: `{JUDGED}`" in text and "comparison shows nothing" in text
+    assert f"Worst case over all threats: `{JUDGED}`" in text and "at least as robust as" in text
     # with the stacker's own member list, a stronger model outside the stacker is not its best member
-    rows = [_row("stacker", "worst_case", "all", 0.3), _row("m1", "worst_case", "all", 0.2),
+    rows = [_row(JUDGED, "worst_case", "all", 0.3), _row("m1", "worst_case", "all", 0.2),
             _row("other", "worst_case", "all", 0.9)]
-    kinds = {"stacker": "ensemble", "m1": "member", "other": "member"}
-    text = "\n".join(goals_section(rows, goals, kinds, {"stacker": ["m1"]}))
+    kinds = {JUDGED: "ensemble", "m1": "member", "other": "member"}
+    text = "\n".join(goals_section(rows, goals, kinds, {JUDGED: ["m1"]}))
     assert "best member `m1`" in text and "at least as robust as" in text
     text = "\n".join(goals_section(rows, goals, kinds))  # without it: every evaluated member
     assert "best member `other`" in text and "**less robust than**" in text
@@ -91,13 +94,13 @@ def test_goals_section_says_met_or_by_how_much_and_compares_best_member():
 def test_dense_worst_case_is_reported_beside_the_full_one():
     from advdefense.report import goals_section, robust_goals, robust_summary
 
-    rows = [_row("stacker", "none", "whitebox", 1.0), _row("stacker", "worst_case", "all", 0.0),
-            _row("stacker", "worst_case_dense", "whitebox", 0.9),
+    rows = [_row(JUDGED, "none", "whitebox", 1.0), _row(JUDGED, "worst_case", "all", 0.0),
+            _row(JUDGED, "worst_case_dense", "whitebox", 0.9),
             _row("m1", "worst_case", "all", 0.0), _row("m1", "worst_case_dense", "whitebox", 0.7),
             _row("m1", "none", "whitebox", 1.0)]
-    text = "\n".join(goals_section(rows, robust_goals(), {"stacker": "ensemble", "m1": "member"}))
+    text = "\n".join(goals_section(rows, robust_goals(), {JUDGED: "ensemble", "m1": "member"}))
     line = next(t for t in text.splitlines() if t.startswith("White-box worst case over the dense"))
-    assert "`stacker` 0.900" in line and "`m1` 0.700" in line and "at least as robust as" in line
+    assert f"`{JUDGED}` 0.900" in line and "`m1` 0.700" in line and "at least as robust as" in line
     assert "other attacks" not in text  # the dense row is not an extra attack
     summary = "\n".join(robust_summary(rows))
     assert "without the L0 attacks" in summary and "0.900 [" in summary
@@ -120,8 +123,8 @@ def test_goals_are_per_experiment_and_hold_no_diary():
     from advdefense.report import experiment_goals
 
     robust = experiment_goals("robust")
-    assert robust["model"] == "stacker" and "tried" not in robust
-    assert experiment_goals("robust_gpu") == robust  # same_as
+    assert robust["model"] == "stacker_adv_mean" and "tried" not in robust
+    assert experiment_goals("robust_gpu") is None  # a failed attempt, deleted with its config
     assert experiment_goals("paper_quick") is None and experiment_goals(None) is None
 
 
@@ -156,7 +159,7 @@ def _write(tmp_path, rows, **meta):
 
 
 def test_report_shows_only_its_own_experiments_goals(tmp_path):
-    rows = grid_rows()
+    rows = grid_rows((*MODELS, JUDGED))
     _write(tmp_path, rows, experiment="paper_quick")
     text = write_report(tmp_path, plots=False).read_text()
     assert "Experiment: `paper_quick`" in text and "Goals of" not in text
@@ -201,9 +204,9 @@ def test_console_summary_fits_40_lines_with_full_names(capsys):
 def test_goals_summary_counts_verdicts():
     from advdefense.report import goals_summary
 
-    rows = [_row("stacker", "none", "whitebox", 1.0) | {"accuracy_lo": 0.996},  # goal 0.995
-            _row("stacker", "autoattack", "whitebox", 0.96),  # goal 0.95, lower bound 0.91
-            _row("stacker", "fgsm", "whitebox", 0.5)]
-    assert goals_summary(rows, "robust") == ("goals of experiment=robust (`stacker`): 1 met, "
+    rows = [_row(JUDGED, "none", "whitebox", 1.0) | {"accuracy_lo": 0.996},  # goal 0.995
+            _row(JUDGED, "autoattack", "whitebox", 0.96),  # goal 0.95, lower bound 0.91
+            _row(JUDGED, "fgsm", "whitebox", 0.5)]
+    assert goals_summary(rows, "robust") == (f"goals of experiment=robust (`{JUDGED}`): 1 met, "
                                              "1 within interval, 1 missed, 6 not run of 9")
     assert goals_summary(rows, "paper_quick") is None
