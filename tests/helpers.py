@@ -61,3 +61,17 @@ def compose(config_name: str, overrides: list[str], tmp_path, data_dir) -> DictC
         cfg.paths.output_dir = str(tmp_path / "out")
         del cfg.hydra
     return cfg
+
+
+def compose_option(group: str, option: str) -> DictConfig:
+    """``conf/<group>/<option>.yaml`` as Hydra composes it (its own defaults list applied), e.g.
+    ``compose_option("defense", "pgd_spatial")``: the node that ``defense=pgd_spatial`` sets."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(f"{group}/{option}")
+    GlobalHydra.instance().clear()
+    return cfg[group]

@@ -72,16 +72,13 @@ def test_bad_fraction(kwargs):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (
     __import__("pathlib").Path(__file__).parents[2] / "conf" / "defense").glob("*.yaml")))
 def test_every_defense_config_builds_and_returns_a_valid_batch(name: str) -> None:
-    from pathlib import Path
-
     from attack_models import tiny_cnn
+    from helpers import compose_option
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from advdefense.defenses.base import TrainingDefense
 
-    cfg = OmegaConf.load(Path(__file__).parents[2] / "conf" / "defense" / f"{name}.yaml")
-    defense = instantiate(cfg)
+    defense = instantiate(compose_option("defense", name))
     assert isinstance(defense, TrainingDefense)
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(8, 1, 28, 28, generator=g) > 0.8).float()
