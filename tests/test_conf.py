@@ -18,7 +18,8 @@ BEFORE = json.loads((ROOT / "tests" / "fixtures" / "conf_objects.json").read_tex
 DELETED = {"robust", "robust_l0", "pgd_spatial_jsma"}
 # defense=none builds the base class, which already trains on the clean batch (NoDefense, an
 # empty subclass of it, is gone).
-RENAMED = {"advdefense.defenses.base.NoDefense": "advdefense.defenses.base.TrainingDefense"}
+RENAMED = {"advdefense.defenses.base.NoDefense": "advdefense.defenses.base.TrainingDefense",
+           "advdefense.defenses.NoDefense": "advdefense.defenses.TrainingDefense"}
 
 
 def _renamed(data):
@@ -67,6 +68,46 @@ def test_the_grids_attacks_build_what_they_built_before():
     assert sorted(attacks) == sorted(BEFORE["eval_attacks"])
     for name, cfg in attacks.items():
         assert describe(instantiate(cfg)) == BEFORE["eval_attacks"][name], name
+
+
+# The old resolved configs (tests/fixtures/conf_resolved_before.json): every value they set is
+# still set, except the options removed because they never changed a result.
+RESOLVED = json.loads((ROOT / "tests" / "fixtures" / "conf_resolved_before.json").read_text())
+REMOVED = {("fgsm", "seed"), ("jsma", "seed"), ("jsma_target", "seed"), ("jsma_k10", "seed"),
+           ("jsma_k20", "seed")}
+
+
+def _leaves(node, path=()):
+    """(path, value) of every leaf; a mixed defense's parts and weights by position."""
+    if isinstance(node, dict):
+        node = {k: list(v.values()) if k in ("defenses", "weights") and isinstance(v, dict) else v
+                for k, v in node.items()}
+        return {leaf for k, v in node.items() for leaf in _leaves(v, (*path, k))}
+    if isinstance(node, list) and node and isinstance(node[0], dict):
+        return {leaf for i, v in enumerate(node) for leaf in _leaves(v, (*path, i))}
+    return {(path, json.dumps(RENAMED.get(node, node) if isinstance(node, str) else node))}
+
+
+def test_composed_configs_still_set_every_value_the_pasted_ones_set():
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        now = {"defense": {}, "eval_attacks": OmegaConf.to_container(
+            compose("evaluate").eval.attacks, resolve=True)}
+        for name in set(RESOLVED["defense"]) - DELETED:
+            now["defense"][name] = OmegaConf.to_container(
+                compose("train", [f"defense={name}"]).defense, resolve=True)
+        now["model_defense"] = {"stacker_adv_mean": OmegaConf.to_container(
+            compose("train", ["model=stacker_adv_mean"]).model.defense, resolve=True)}
+    GlobalHydra.instance().clear()
+    for group, configs in now.items():
+        for name, cfg in configs.items():
+            missing = _leaves(RESOLVED[group][name]) - _leaves(cfg)
+            missing = {(p, v) for p, v in missing if (name, p[-1]) not in REMOVED}
+            assert not missing, f"{group} {name} no longer sets {sorted(missing)}"
 
 
 def _option(group: str, entry: str) -> str:
