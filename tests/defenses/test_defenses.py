@@ -63,6 +63,24 @@ def test_mixed_defense_splits_the_batch():
     assert torch.equal(out_y, y)
 
 
+def test_mixed_defense_takes_its_parts_by_name_in_their_order():
+    clean, adv = TrainingDefense(), AdversarialTraining(FGSM(eps=0.2), keep_clean=False)
+    mixed = MixedDefense({"adv": adv, "clean": clean}, {"clean": 3.0, "adv": 1.0})
+    assert mixed.defenses == [adv, clean] and mixed.shares == [0.25, 0.75]
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 2, (8,))
+    out_x, _ = mixed(LinearModel(), x, y)
+    assert not torch.equal(out_x[:2], x[:2]) and torch.equal(out_x[2:], x[2:])
+    assert MixedDefense({"a": adv, "b": clean}, [1.0, 3.0]).shares == [0.25, 0.75]
+
+
+@pytest.mark.parametrize("defenses, weights", [
+    ({"a": TrainingDefense()}, {"b": 1.0}), ([TrainingDefense()], {"a": 1.0}),
+    ({"a": TrainingDefense()}, [1.0, 1.0]), ({}, None), ({"a": TrainingDefense()}, {"a": 0.0})])
+def test_mixed_defense_refuses_weights_that_do_not_match_its_parts(defenses, weights):
+    with pytest.raises(ConfigError, match=r"defense\.(weights|defenses)"):
+        MixedDefense(defenses, weights)
+
+
 @pytest.mark.parametrize("kwargs", [{"adv_fraction": 0.0}, {"adv_fraction": 1.5}])
 def test_bad_fraction(kwargs):
     with pytest.raises(ConfigError, match="defense.adv_fraction"):
