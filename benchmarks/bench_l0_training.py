@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from advdefense.attacks import JSMA, PGD, LocalSearch, SparsePGD  # noqa: E402
 from advdefense.data import load_mnist67  # noqa: E402
-from advdefense.defenses.base import AdversarialTraining, MixedDefense, NoDefense  # noqa: E402
+from advdefense.defenses.base import AdversarialTraining, MixedDefense, TrainingDefense  # noqa: E402
 from advdefense.evaluation.grid import changed_pixels  # noqa: E402
 from advdefense.nets import SmallCNN  # noqa: E402
 from advdefense.preprocess import Identity  # noqa: E402
@@ -43,7 +43,7 @@ def train(args: argparse.Namespace, images: torch.Tensor, labels: torch.Tensor) 
     torch.manual_seed(args.seed)
     model = nn.Sequential(Identity(), SmallCNN())
     sparse = SparsePGD(k=args.k_start, alpha=1.0, steps=10)
-    defense = MixedDefense([NoDefense(),
+    defense = MixedDefense([TrainingDefense(),
                             AdversarialTraining(PGD(eps=0.3, alpha=0.05, steps=10), keep_clean=False),
                             AdversarialTraining(sparse, keep_clean=False)])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -69,3 +69,17 @@ def threads_per_worker() -> int:
     them without xdist), so parallel test files do not oversubscribe the machine."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     return max(1, (os.cpu_count() or 1) // workers)
+
+
+def compose_option(group: str, option: str) -> DictConfig:
+    """``conf/<group>/<option>.yaml`` as Hydra composes it (its own defaults list applied), e.g.
+    ``compose_option("defense", "pgd_spatial")``: the node that ``defense=pgd_spatial`` sets."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(f"{group}/{option}")
+    GlobalHydra.instance().clear()
+    return cfg[group]

@@ -60,6 +60,24 @@ def test_quantize_straight_through_gradient_is_identity_and_plain_is_zero():
     assert g_plain.abs().sum() == 0
 
 
+def test_straight_through_changes_what_adversarial_training_learns_from():
+    """``preprocess.straight_through`` matters in training (the evaluation forces it on): the
+    defense crafts its examples through the member's squeeze, and without the identity backward
+    pass the binarizing rounding has zero gradient, so FGSM training sees the clean batch."""
+    from advdefense.attacks import FGSM
+    from advdefense.defenses import AdversarialTraining
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 2))
+    x = torch.rand(8, 1, 28, 28)
+    y = torch.tensor([0, 1] * 4)
+    defense = AdversarialTraining(FGSM(eps=0.3), keep_clean=False)
+    batches = {st: defense(torch.nn.Sequential(FeatureSqueeze(1, 1, st), net), x, y)[0]
+               for st in (True, False)}
+    assert torch.equal(batches[False], x)  # sign(0) = 0: nothing moved
+    assert (batches[True] - x).abs().amax() == pytest.approx(0.3)
+
+
 @pytest.mark.parametrize("module", [Identity(), GaussianBlur(2.0, 9), FeatureSqueeze(3, 1, True),
                                     FeatureSqueeze(3, None)])
 def test_gradients_flow_through_every_preprocessing(module, mnist67_test):

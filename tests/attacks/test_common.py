@@ -97,12 +97,12 @@ def test_registry() -> None:
 def test_configs_instantiate() -> None:
     from pathlib import Path
 
+    from helpers import compose_option
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     files = sorted((Path(__file__).parents[2] / "conf" / "attack").glob("*.yaml"))
     assert len(files) >= 5
     for path in files:
-        cfg = OmegaConf.load(path)
+        cfg = compose_option("attack", path.stem)
         attack = instantiate(cfg)
         assert type(attack).__module__ + "." + type(attack).__name__ == cfg._target_

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
 from advdefense.attacks import JSMA
 from advdefense.attacks.base import predict
@@ -64,6 +65,21 @@ def test_fallback_moves_the_best_margin_pair_where_no_strict_pair_exists() -> No
     # row 0: u + v = [0, 0, -4, 0.6] -> pixels 3 and one of the zeros, sum 0.6 > 0: moved
     assert found.tolist() == [True, False]  # row 1: u + v = [-2, 0, -4, -3.5], best sum <= 0
     assert int(p[0]) == 3 and int(q[0]) in (0, 1)
+
+
+def test_fallback_changes_the_result_where_ink_raises_both_logits() -> None:
+    """``fallback`` is a real option: on a model where every pixel raises both logits (class 1
+    twice as fast), no pair meets the paper's sign conditions, so the paper's JSMA stops at once;
+    the fallback follows the margin and flips the prediction within the same budget."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.stack([torch.ones(784), 2 * torch.ones(784)]))
+        net[1].bias.copy_(torch.tensor([10.0, 0.0]))  # a blank image is class 0 by a margin of 10
+    x, y = torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long)
+    strict = JSMA(theta=1.0, gamma=0.1).run(net, x, y)
+    loose = JSMA(theta=1.0, gamma=0.1, fallback=True).run(net, x, y)
+    assert not strict.success.any() and torch.equal(strict.images, x)
+    assert loose.success.all() and (loose.info["pixels"] <= 78).all()
 
 
 @pytest.mark.parametrize("theta", [1.0, -1.0])

@@ -51,3 +51,14 @@ def test_print_metrics_is_one_line(caplog):
     (record,) = caplog.records
     assert record.getMessage() == ("none-none: test acc 0.9678, confusion [[894, 64], [0, 1028]] "
                                    "(rows true 6/7)")
+
+
+def test_logger_many_builds_the_csv_and_the_wandb_logger(tmp_path, data_dir):
+    """``logger=many`` (conf/logger/many.yaml) is ``logger=csv`` and ``logger=wandb`` at once."""
+    from helpers import compose
+    from pytorch_lightning.loggers import CSVLogger, WandbLogger
+
+    from advdefense.cli.common import build_loggers
+
+    cfg = compose("train", ["logger=many"], tmp_path, data_dir)
+    assert [type(lg) for lg in build_loggers(cfg)] == [CSVLogger, WandbLogger]

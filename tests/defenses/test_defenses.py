@@ -8,7 +8,7 @@ from torch import nn
 
 from advdefense.attacks.fgsm import FGSM
 from advdefense.checks import ConfigError
-from advdefense.defenses import AdversarialTraining, MixedDefense, NoDefense
+from advdefense.defenses import AdversarialTraining, MixedDefense, TrainingDefense
 
 
 class LinearModel(nn.Module):
@@ -25,7 +25,7 @@ class LinearModel(nn.Module):
 
 def test_no_defense_returns_the_batch():
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
-    out_x, out_y = NoDefense()(nn.Identity(), x, y)
+    out_x, out_y = TrainingDefense()(nn.Identity(), x, y)
     assert out_x is x and out_y is y
 
 
@@ -57,10 +57,28 @@ def test_fraction_and_replacement():
 def test_mixed_defense_splits_the_batch():
     model = LinearModel()
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 2, (8,))
-    mixed = MixedDefense([NoDefense(), AdversarialTraining(FGSM(eps=0.2), keep_clean=False)])
+    mixed = MixedDefense([TrainingDefense(), AdversarialTraining(FGSM(eps=0.2), keep_clean=False)])
     out_x, out_y = mixed(model, x, y)
     assert torch.equal(out_x[:4], x[:4]) and not torch.equal(out_x[4:], x[4:])
     assert torch.equal(out_y, y)
+
+
+def test_mixed_defense_takes_its_parts_by_name_in_their_order():
+    clean, adv = TrainingDefense(), AdversarialTraining(FGSM(eps=0.2), keep_clean=False)
+    mixed = MixedDefense({"adv": adv, "clean": clean}, {"clean": 3.0, "adv": 1.0})
+    assert mixed.defenses == [adv, clean] and mixed.shares == [0.25, 0.75]
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 2, (8,))
+    out_x, _ = mixed(LinearModel(), x, y)
+    assert not torch.equal(out_x[:2], x[:2]) and torch.equal(out_x[2:], x[2:])
+    assert MixedDefense({"a": adv, "b": clean}, [1.0, 3.0]).shares == [0.25, 0.75]
+
+
+@pytest.mark.parametrize("defenses, weights", [
+    ({"a": TrainingDefense()}, {"b": 1.0}), ([TrainingDefense()], {"a": 1.0}),
+    ({"a": TrainingDefense()}, [1.0, 1.0]), ({}, None), ({"a": TrainingDefense()}, {"a": 0.0})])
+def test_mixed_defense_refuses_weights_that_do_not_match_its_parts(defenses, weights):
+    with pytest.raises(ConfigError, match=r"defense\.(weights|defenses)"):
+        MixedDefense(defenses, weights)
 
 
 @pytest.mark.parametrize("kwargs", [{"adv_fraction": 0.0}, {"adv_fraction": 1.5}])
@@ -72,16 +90,13 @@ def test_bad_fraction(kwargs):
 @pytest.mark.parametrize("name", sorted(p.stem for p in (
     __import__("pathlib").Path(__file__).parents[2] / "conf" / "defense").glob("*.yaml")))
 def test_every_defense_config_builds_and_returns_a_valid_batch(name: str) -> None:
-    from pathlib import Path
-
     from attack_models import tiny_cnn
+    from helpers import compose_option
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
     from advdefense.defenses.base import TrainingDefense
 
-    cfg = OmegaConf.load(Path(__file__).parents[2] / "conf" / "defense" / f"{name}.yaml")
-    defense = instantiate(cfg)
+    defense = instantiate(compose_option("defense", name))
     assert isinstance(defense, TrainingDefense)
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(8, 1, 28, 28, generator=g) > 0.8).float()

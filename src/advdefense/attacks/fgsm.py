@@ -27,7 +27,8 @@ class FGSM(Attack):
     Args:
         eps: L-infinity step size in pixel-intensity units, in [0, 1] (0.3 = 30% of the range).
         targeted: step toward the other class instead of away from the true one.
-        batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
+        batch_size, progress: see :class:`~advdefense.attacks.base.Attack` (no ``seed``: the
+            attack draws no random numbers).
 
     ``result.queries`` is 1 gradient query per example; ``success`` = misclassified (None
     with ``run(..., need_success=False)``, which saves one forward pass per chunk).
@@ -36,8 +37,8 @@ class FGSM(Attack):
     name = "fgsm"
 
     def __init__(self, eps: float = 0.3, targeted: bool = False, batch_size: int = 256,
-                 progress: bool = False, seed: int = 0) -> None:
-        super().__init__(batch_size, progress, seed)
+                 progress: bool = False) -> None:
+        super().__init__(batch_size, progress)
         check_range("attack.eps", eps, 0.0, 1.0)
         self.eps, self.targeted = float(eps), bool(targeted)
 

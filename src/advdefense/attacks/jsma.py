@@ -104,7 +104,8 @@ class JSMA(Attack):
         saliency: ``"pair"`` (the paper's pairwise map) or ``"target"``: the two domain pixels
             with the largest target-logit gradient in theta's direction, ignoring the other
             class (the Adversarial Robustness Toolbox's simplification).
-        batch_size, progress, seed: see :class:`~advdefense.attacks.base.Attack`.
+        batch_size, progress: see :class:`~advdefense.attacks.base.Attack` (no ``seed``: the
+            attack draws no random numbers).
 
     ``result.queries`` = forward passes per example (each with two backward passes) + 1.
     """
@@ -113,8 +114,8 @@ class JSMA(Attack):
 
     def __init__(self, theta: float = 1.0, gamma: float = 0.1, fallback: bool = False,
                  saliency: str = "pair", k: int | None = None, batch_size: int = 256,
-                 progress: bool = False, seed: int = 0) -> None:
-        super().__init__(batch_size, progress, seed)
+                 progress: bool = False) -> None:
+        super().__init__(batch_size, progress)
         check_choice("attack.saliency", saliency, ["pair", "target"])
         self.fallback, self.saliency = bool(fallback), saliency
         check_range("attack.theta", theta, -1.0, 1.0)

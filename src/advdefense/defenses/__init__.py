@@ -3,9 +3,8 @@
 from advdefense.defenses.base import (
     AdversarialTraining,
     MixedDefense,
-    NoDefense,
     TrainingDefense,
 )
 from advdefense.defenses.blackbox import BlackBoxAugmentation
 
-__all__ = ["AdversarialTraining", "BlackBoxAugmentation", "MixedDefense", "NoDefense", "TrainingDefense"]
+__all__ = ["AdversarialTraining", "BlackBoxAugmentation", "MixedDefense", "TrainingDefense"]

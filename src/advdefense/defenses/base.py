@@ -9,14 +9,16 @@ A new defense is one file here plus one config in ``conf/defense/``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import torch
 from torch import nn
 
-from advdefense.checks import check_range
+from advdefense.checks import ConfigError, check_range
 
 
 class TrainingDefense:
-    """Base class and the ``none`` defense: train on the clean batch."""
+    """Base class and the ``none`` defense (``conf/defense/none.yaml``): train on the clean batch."""
 
     name = "none"
 
@@ -34,10 +36,6 @@ class TrainingDefense:
             images (M, 1, 28, 28) in [0, 1] and labels (M,), M >= N.
         """
         return images, labels
-
-
-class NoDefense(TrainingDefense):
-    """Plain training on clean images."""
 
 
 class AdversarialTraining(TrainingDefense):
@@ -72,21 +70,32 @@ class MixedDefense(TrainingDefense):
     """Split each batch between several defenses (e.g. half PGD, half spatial).
 
     Args:
-        defenses: the parts; each sees its own contiguous slice of the batch.
-        weights: relative slice sizes (default equal).
+        defenses: the parts, in batch order; each sees its own contiguous slice of the batch.
+            A mapping (name -> defense, as a composed config gives them: ``defense.defenses.pgd``)
+            or a list.
+        weights: relative slice sizes (default equal); a mapping with the same names as
+            ``defenses``, or a list in its order.
     """
 
     name = "mixed"
 
-    def __init__(self, defenses: list[TrainingDefense], weights: list[float] | None = None) -> None:
+    def __init__(self, defenses: Mapping[str, TrainingDefense] | Sequence[TrainingDefense],
+                 weights: Mapping[str, float] | Sequence[float] | None = None) -> None:
         if not defenses:
-            from advdefense.checks import ConfigError
-
             raise ConfigError("defense.defenses", defenses, "at least one defense")
+        if isinstance(defenses, Mapping):
+            names = list(defenses)
+            if isinstance(weights, Mapping):
+                if set(weights) != set(names):
+                    raise ConfigError("defense.weights", dict(weights),
+                                      f"one weight for each of the defenses {names}")
+                weights = [weights[k] for k in names]
+            defenses = [defenses[k] for k in names]
+        elif isinstance(weights, Mapping):
+            raise ConfigError("defense.weights", dict(weights),
+                              "a list when defense.defenses is a list")
         weights = list(weights) if weights is not None else [1.0] * len(defenses)
         if len(weights) != len(defenses) or any(w <= 0 for w in weights):
-            from advdefense.checks import ConfigError
-
             raise ConfigError("defense.weights", weights, "one positive weight per defense")
         total = sum(weights)
         self.defenses, self.shares = list(defenses), [w / total for w in weights]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from advdefense.defenses import NoDefense, TrainingDefense
+from advdefense.defenses import TrainingDefense
 from advdefense.lit.base import ClassifierModule
 from advdefense.models import member_pipeline
 
@@ -34,7 +34,7 @@ class DefendedClassifier(ClassifierModule):
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["net", "preprocess", "defense", "optimizer", "scheduler"])
         self.model = member_pipeline(preprocess if preprocess is not None else nn.Identity(), net)
-        self.defense = defense if defense is not None else NoDefense()
+        self.defense = defense if defense is not None else TrainingDefense()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = self.defense(self.model, *batch, self.global_step)

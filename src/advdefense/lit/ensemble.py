@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from advdefense.checks import ConfigError, check_choice
-from advdefense.defenses import NoDefense, TrainingDefense
+from advdefense.defenses import TrainingDefense
 from advdefense.ensembles import COMBINERS, MemberEnsemble, build_ensemble
 from advdefense.lit.base import ClassifierModule
 
@@ -68,7 +68,7 @@ class StackedEnsemble(ClassifierModule):
         self.member_specs = dict(member_specs) if member_specs is not None else None
         self.head_spec = head_spec
         self.model: MemberEnsemble = build_ensemble(combine, members, head)
-        self.defense = defense if defense is not None else NoDefense()
+        self.defense = defense if defense is not None else TrainingDefense()
         self.defense_target = defense_target
 
     @property
