@@ -10,6 +10,7 @@ image and the largest number of changed pixels (never above k).
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_sparse_rs.py --n 32            # the README figures
+    python benchmarks/bench_sparse_rs.py --n 200 --device cuda --out benchmarks/results/sparse_rs_cuda.json
     python benchmarks/bench_sparse_rs.py --n 8 --queries 500                # smoke run
 
 Writes a table to stdout and JSON to ``benchmarks/results/sparse_rs.json`` (atomically).
@@ -40,13 +41,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, nargs="+", default=[20], help="pixel budgets")
     ap.add_argument("--queries", type=int, default=10_000, help="queries per image")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the model is trained on CPU)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sparse_rs.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = train(2, 4096).to(memory_format=torch.channels_last)
+    model = train(2, 4096).to(args.device, memory_format=torch.channels_last)
     images, labels = load_mnist67("test")
     idx = stratified_sample(labels, args.n, 0)
-    x, y = images[idx], labels[idx]
+    x, y = images[idx].to(args.device), labels[idx].to(args.device)
     clean = float((predict(model, x) == y).double().mean())
     rows = []
     for k in args.k:
@@ -68,6 +70,8 @@ def main() -> None:
                   f"q/s  fooled {r['fooled']}/{r['n']}  mean queries {r['mean_queries']:8.1f}  "
                   f"max L0 {r['max_l0']}", flush=True)
     meta = {"clean_accuracy": clean, "threads": args.threads, "machine": platform.machine(),
+            "device": args.device, "cuda": torch.cuda.get_device_name() if "cuda" in args.device
+            else None,
             "cpus": os.cpu_count(), "torch": torch.__version__, "model": "SmallCNN, 2 epochs "
             "on 4,096 training digits (undefended)"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -207,3 +207,14 @@ def test_linear_stacker_is_the_stacker_without_activation_under_its_own_name(tmp
     linear.model.activation = stacker.model.activation
     linear.name = stacker.name
     assert linear == stacker
+
+
+def test_the_l0_mix_is_pgd_spatial_uae_plus_a_sparse_pgd_quarter():
+    """defense=pgd_spatial_uae_l0: the three parts of pgd_spatial_uae, then sparse PGD at k = 20,
+    a quarter of each batch each (benchmarks/bench_l0_training.py measured it)."""
+    l0 = _built("defense", "pgd_spatial_uae_l0")
+    base = _built("defense", "pgd_spatial_uae")
+    assert l0["defenses"][:3] == base["defenses"]
+    sparse = l0["defenses"][3]
+    assert sparse["attack"]["class"].endswith("SparsePGD") and sparse["attack"]["k"] == 20
+    assert _built("defense", "sparse_pgd20") == sparse

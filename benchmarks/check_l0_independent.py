@@ -1,0 +1,201 @@
+"""Independent check of the k = 20 query-only L0 figure with attacks nobody here wrote.
+
+Runs our Sparse-RS (k = 20, 10,000 queries) and torchattacks' query-based L0 attacks (``Pixle``,
+Pujol et al. 2022, and ``OnePixel(pixels=k)``, Su et al. 2019; torchattacks 3.5.1, unmodified) on
+the same stratified test digits of one model, and reports each accuracy and the per-image worst
+case (a digit counts as robust only if every attack failed on it).
+
+The pixel budget for the torchattacks attacks: they query the model through an oracle that
+projects every queried image onto the k-pixel L0 ball around the original (keep the k largest
+changes, :func:`advdefense.attacks.sparse_pgd.project_l0`), so every query they make is a valid
+k-pixel image; their outputs are projected the same way and then judged on the *bare* model,
+and the changed pixels of every judged image are counted (the script fails if one exceeds k).
+OnePixel with ``pixels=k`` changes at most k pixels by construction; Pixle moves patches of
+pixels and would exceed k without the projection. Raw (unprojected) L0 counts are reported too.
+
+    # a registry model (e.g. the robust experiment's integrated model)
+    python benchmarks/check_l0_independent.py --models-dir models/robust \\
+        --model stacker_adv_mean --n 100
+    # a member state dict written by bench_l0_training.py --save-dir
+    python benchmarks/check_l0_independent.py --state-dict /tmp/m/pgd_spatial_uae.pt --n 100
+
+Writes JSON (default ``benchmarks/results/l0_independent.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import torchattacks  # noqa: E402
+
+from advdefense.attacks import SparseRS  # noqa: E402
+from advdefense.attacks.sparse_pgd import project_l0  # noqa: E402
+from advdefense.data import load_mnist67  # noqa: E402
+from advdefense.io import atomic_write_text  # noqa: E402
+from advdefense.registry import load_model, model_path  # noqa: E402
+from advdefense.sampling import stratified_sample  # noqa: E402
+
+
+class L0Oracle(nn.Module):
+    """The model seen through the k-pixel budget: every query is projected around ``origin``.
+
+    Shape: (M, 1, 28, 28) in [0, 1] -> (M, 2) logits; ``origin`` is one (1, 1, 28, 28) image.
+    Counts the images queried in ``queries``.
+    """
+
+    def __init__(self, model: nn.Module, k: int) -> None:
+        super().__init__()
+        self.model, self.k = model, k
+        self.origin: torch.Tensor | None = None
+        self.queries = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the projected queries."""
+        if self.origin is None:
+            raise RuntimeError("L0Oracle.origin is not set")
+        self.queries += x.shape[0]
+        return self.model(project_l0(self.origin.expand_as(x), x.clamp(0, 1), self.k))
+
+
+def make_attack(name: str, oracle: nn.Module, args: argparse.Namespace):
+    """A torchattacks attack on the oracle."""
+    if name == "pixle":
+        return torchattacks.Pixle(oracle, x_dimensions=(1, args.pixle_patch),
+                                  y_dimensions=(1, args.pixle_patch),
+                                  restarts=args.pixle_restarts,
+                                  max_iterations=args.pixle_iterations)
+    if name == "onepixel":
+        return torchattacks.OnePixel(oracle, pixels=args.k, steps=args.onepixel_steps,
+                                     popsize=args.onepixel_popsize, inf_batch=512)
+    raise SystemExit(f"unknown attack {name!r}")
+
+
+@torch.no_grad()
+def run_torchattack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    args: argparse.Namespace) -> dict:
+    """One image at a time (the oracle's origin is per image); returns the row with per-image
+    fooled flags, projected and raw L0 counts and queries."""
+    oracle = L0Oracle(model, args.k).eval()
+    attack = make_attack(name, oracle, args)
+    fooled, l0, raw_l0, queries, errors = [], [], [], [], 0
+    start = time.perf_counter()
+    for i in range(len(y)):
+        np.random.seed(args.seed + i)  # both attacks draw from numpy's global generator
+        xi, yi = x[i:i + 1], y[i:i + 1]
+        oracle.origin, oracle.queries = xi, 0
+        if bool(model(xi).argmax(1) != yi):  # misclassified already: no attack needed
+            adv = xi
+        else:
+            try:
+                adv = attack(xi, yi).detach()
+            except (IndexError, ValueError) as err:  # count as not fooled, but say so
+                print(f"  {name} image {i}: {type(err).__name__}: {err}", flush=True)
+                adv, errors = xi, errors + 1
+        raw_l0.append(int((adv != xi).sum()))
+        proj = project_l0(xi, adv.clamp(0, 1), args.k)
+        n_changed = int((proj != xi).sum())
+        if n_changed > args.k:
+            raise AssertionError(f"{name}: image {i} has {n_changed} > {args.k} changed pixels")
+        l0.append(n_changed)
+        fooled.append(bool(model(proj).argmax(1) != yi))
+        queries.append(oracle.queries)
+        if args.progress and (i + 1) % 10 == 0:
+            print(f"  {name}: {i + 1}/{len(y)} fooled {sum(fooled)} "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+    f = torch.tensor(fooled)
+    return {"attack": f"torchattacks.{name}", "accuracy": round(1 - float(f.float().mean()), 4),
+            "seconds": round(time.perf_counter() - start, 1), "errors": errors,
+            "max_l0": max(l0), "max_raw_l0": max(raw_l0),
+            "raw_over_k": sum(r > args.k for r in raw_l0),
+            "mean_queries": round(float(np.mean(queries)), 1), "fooled": f}
+
+
+def load(args: argparse.Namespace) -> tuple[nn.Module, str]:
+    """The model to check and its name."""
+    if args.state_dict:
+        from bench_l0_training import make_model
+
+        model = make_model(args.narrow)
+        model.load_state_dict(torch.load(args.state_dict, map_location="cpu", weights_only=True))
+        return model.to(args.device).eval(), Path(args.state_dict).stem
+    if not args.model:
+        raise SystemExit("give --model (with --models-dir) or --state-dict")
+    return load_model(model_path(args.models_dir, args.model), args.device).eval(), args.model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models-dir", default=str(ROOT / "models"))
+    ap.add_argument("--model", default=None, help="registry name, e.g. stacker_adv_mean")
+    ap.add_argument("--state-dict", default=None, help="a bench_l0_training.py member instead")
+    ap.add_argument("--narrow", action="store_true", help="--state-dict: SmallCNN 16/32/128")
+    ap.add_argument("--n", type=int, default=100, help="stratified test digits")
+    ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--queries", type=int, default=10_000, help="Sparse-RS queries")
+    ap.add_argument("--attacks", nargs="+", default=["pixle", "onepixel"])
+    ap.add_argument("--pixle-patch", type=int, default=4, help="largest patch side (pixels)")
+    ap.add_argument("--pixle-restarts", type=int, default=50)
+    ap.add_argument("--pixle-iterations", type=int, default=20)
+    ap.add_argument("--onepixel-steps", type=int, default=100, help="DE generations")
+    ap.add_argument("--onepixel-popsize", type=int, default=100,
+                    help="population (at least 3 k: 3 numbers per pixel)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--data", default=str(ROOT / "data"))
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "l0_independent.json"))
+    args = ap.parse_args()
+
+    model, name = load(args)
+    xte, yte = load_mnist67("test", args.data)
+    idx = stratified_sample(yte, args.n, seed=0)
+    x, y = xte[idx].to(args.device), yte[idx].to(args.device)
+    with torch.no_grad():
+        clean = (model(x).argmax(1) != y).cpu()
+    start = time.perf_counter()
+    res = SparseRS(k=args.k, max_queries=args.queries, eval_batch=4096).run(model, x, y)
+    ours = res.success.cpu() | clean
+    rows = [{"attack": "clean", "accuracy": round(1 - float(clean.float().mean()), 4)},
+            {"attack": f"ours: Sparse-RS k={args.k}, {args.queries} queries",
+             "accuracy": round(1 - float(ours.float().mean()), 4),
+             "seconds": round(time.perf_counter() - start, 1),
+             "max_l0": int((res.images != x).flatten(1).sum(1).max()),
+             "mean_queries": round(float(res.queries.double().mean()), 1)}]
+    print(json.dumps(rows[-1]), flush=True)
+    worst = ours.clone()
+    for attack in args.attacks + [None]:
+        if attack is not None:
+            row = run_torchattack(attack, model, x, y, args)
+            theirs = row.pop("fooled") | clean
+            worst |= theirs
+            row["fooled_not_by_ours"] = int((theirs & ~ours).sum())
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        done = rows + [{"attack": "per-image worst case",
+                        "accuracy": round(1 - float(worst.float().mean()), 4)}]
+        out = {"model": name, "n": len(y), "k": args.k, "device": str(args.device),
+               "machine": platform.platform(), "torchattacks": torchattacks.__version__,
+               "command": " ".join(sys.argv), "args": vars(args), "rows": done,
+               "complete": attack is None, "independent_within_0.01":
+               all(r["accuracy"] >= rows[1]["accuracy"] - 0.01 for r in rows[2:])}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")  # after every attack
+    print(json.dumps(done[-1]))
+    print(f"independent attacks within 0.01 of ours: {out['independent_within_0.01']}")
+
+
+if __name__ == "__main__":
+    main()
