@@ -48,3 +48,9 @@ def data_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data")
     get_mnist67(path, sources=["package"])
     return path
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The README command chain, the longest test file, first: pytest-xdist (``--dist loadfile``)
+    then starts it at once while the other workers take the remaining files."""
+    items.sort(key=lambda item: item.path.name != "test_readme_commands.py")
