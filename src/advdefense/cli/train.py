@@ -217,6 +217,8 @@ def _train(cfg: DictConfig) -> dict[str, float]:
             except SIGTERMException:
                 _stopped(cfg, trainer, stop["signal"])
         mark_finished(trainer)
+        if any(isinstance(cb, ResumeState) and cb.pending for cb in trainer.callbacks):
+            _stopped(cfg, trainer, stop["signal"])  # signalled after the last step: fit is done
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if not metrics and ckpt_path is not None:  # resumed a finished run: nothing was trained
             metrics = {k: float(v) for k, v in trainer.validate(

@@ -49,12 +49,51 @@ class ResumeState(Callback):
 
     ``run_info`` (set by the runner: the model's name and config digest) is written into every
     checkpoint as ``checkpoint["advdefense"]``.
+
+    SIGTERM is deferred to a step boundary: from the sanity check on, this callback sits in front
+    of Lightning's SIGTERM handler and only records the signal. At the end of the next training
+    step it saves ``last.ckpt`` and then hands the signal to Lightning, which stops the run right
+    after that step. Handing it over at once would race: a signal that lands after this hook but
+    inside another callback's (the step checkpoint's save) would stop the run unsaved. A second
+    SIGTERM goes to Lightning at once. ``pending`` is still true after ``fit`` when the signal
+    came after the last training step; the runner then stops before testing.
     """
 
     def __init__(self) -> None:
         self.saved_on_sigterm: str | None = None
         self.run_info: dict[str, Any] = {}
         self.stop_signal = "SIGTERM"  # what made Lightning stop: SIGTERM, or SIGINT (Ctrl-C)
+        self.pending = False  # a deferred SIGTERM not yet handed to Lightning
+        self._lightning_handler: Any = None
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._defer_sigterm()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._defer_sigterm()
+
+    def _defer_sigterm(self) -> None:
+        """Put :meth:`_on_sigterm` in front of Lightning's handler (registered by ``fit``)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGTERM)
+        if current == self._on_sigterm:
+            return
+        self._lightning_handler = current
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.pending:  # a second SIGTERM: stop at Lightning's next check
+            self._hand_over(signum, frame)
+            return
+        self.pending = True
+        pl.utilities.rank_zero_info(f"Received {self.stop_signal}: stopping after the current "
+                                    "training step")
+
+    def _hand_over(self, signum: int = signal.SIGTERM, frame: Any = None) -> None:
+        self.pending = False
+        if callable(self._lightning_handler):
+            self._lightning_handler(signum, frame)
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
@@ -77,13 +116,15 @@ class ResumeState(Callback):
         random.setstate(_from_plain(state["python"]))
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
-        if trainer.received_sigterm and self.saved_on_sigterm is None:
+        if (self.pending or trainer.received_sigterm) and self.saved_on_sigterm is None:
             path = last_checkpoint_path(trainer)
             if path is not None:
                 trainer.save_checkpoint(path)
                 self.saved_on_sigterm = str(path)
                 pl.utilities.rank_zero_info(
                     f"{self.stop_signal}: saved {path}; resume with ckpt_path=last")
+        if self.pending:
+            self._hand_over()  # Lightning raises SIGTERMException once this step has ended
 
 
 def last_checkpoint_path(trainer: pl.Trainer) -> Path | None:
