@@ -24,8 +24,11 @@ CASES = [  # overrides, what the message must contain
     (["preprocess=squeeze", "preprocess.window=4"], ["preprocess.window=4", "odd"]),
     (["preprocess=squeeze", "preprocess.window=0"], ["preprocess.window=0", "odd"]),
     (["model=stacker", "model.members=[]"], ["model.members=[]", "non-empty list"]),
-    (["model=stacker", "model.members=[none-nothing]"],
-     ["none-nothing", "not in the registry", "python train.py preprocess=none defense=nothing"]),
+    (["model=stacker", "model.members=[none-nothing]"],  # no conf/defense/nothing.yaml
+     ["none-nothing", "not in the registry", "with the command that made it", "name=<the name>"]),
+    (["model=stacker", "model.members=[none-pgd_spatial_uae_wide,blur-fgsm]"],  # a custom name
+     ["2 of the 2 members", "python train.py preprocess=blur defense=fgsm; train "
+      "none-pgd_spatial_uae_wide with the command that made it"]),
     (["trainer.accelerator=gpu"], ["trainer.accelerator='gpu'", "no CUDA GPU", "trainer=default"]),
     (["trainer=ddp"], ["trainer.accelerator='gpu'", "no CUDA GPU"]),
     (["data.batch_size=0"], ["data.batch_size=0", "integer >= 1"]),

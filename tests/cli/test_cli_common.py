@@ -62,3 +62,22 @@ def test_logger_many_builds_the_csv_and_the_wandb_logger(tmp_path, data_dir):
 
     cfg = compose("train", ["logger=many"], tmp_path, data_dir)
     assert [type(lg) for lg in build_loggers(cfg)] == [CSVLogger, WandbLogger]
+
+
+def test_progress_bar_off_drops_the_progress_bar_callback(tmp_path, data_dir):
+    """``trainer.enable_progress_bar=false`` alone builds a trainer (Lightning would refuse the
+    configured TQDM callback) and keeps every other callback."""
+    from helpers import compose
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
+
+    from advdefense.cli.common import build, build_callbacks
+
+    on = build_callbacks(compose("train", [], tmp_path, data_dir))
+    cfg = compose("train", ["trainer.enable_progress_bar=false"], tmp_path, data_dir)
+    off = build_callbacks(cfg)
+    assert any(isinstance(cb, ProgressBar) for cb in on)
+    assert not any(isinstance(cb, ProgressBar) for cb in off)
+    assert len(off) == len(on) - 1 and any(isinstance(cb, ModelCheckpoint) for cb in off)
+    trainer = build(cfg.trainer, "trainer", callbacks=off, logger=False)
+    assert isinstance(trainer, Trainer) and trainer.progress_bar_callback is None

@@ -63,8 +63,15 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
-    return [build(node, f"callbacks.{key}") for key, node in (cfg.get("callbacks") or {}).items()
-            if node is not None]
+    """The ``callbacks`` group's objects; ``trainer.enable_progress_bar=false`` drops the
+    progress bar (Lightning refuses a progress-bar callback with the bar switched off)."""
+    from pytorch_lightning.callbacks import ProgressBar
+
+    callbacks = [build(node, f"callbacks.{key}") for key, node in (cfg.get("callbacks") or {}).items()
+                 if node is not None]
+    if (cfg.get("trainer") or {}).get("enable_progress_bar", True) is False:
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    return callbacks
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:

@@ -41,13 +41,45 @@ def train_command(name: str) -> str:
     return f"python train.py preprocess={preprocess} defense={defense}{_seed_args(seed)}"
 
 
+def _group_options(group: str) -> set[str] | None:
+    """The options of config group ``group`` (``conf/<group>/*.yaml`` in the run's file config
+    sources), or None when no Hydra run config says where ``conf/`` is."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    dirs = [Path(src.path) / group for src in HydraConfig.get().runtime.config_sources
+            if src.schema == "file"]
+    if not dirs:
+        return None
+    return {p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")}
+
+
+def _custom_names(names: list[str]) -> list[str]:
+    """Names that are not ``<preprocess>-<defense>[-s<seed>]`` of existing config options."""
+    preprocess, defense = _group_options("preprocess"), _group_options("defense")
+    if preprocess is None or defense is None:
+        return []
+    return [n for n in names if _member_parts(n)[0] not in preprocess
+            or _member_parts(n)[1] not in defense]
+
+
 def train_all_command(names: list[str]) -> str:
     """One multirun command that trains every member in ``names``.
 
     Hydra sweeps a product: when ``names`` is exactly the product of their preprocessings and
     defenses it trains just them; otherwise the product with ``skip_if_registered=true``, which
-    skips members already registered with the same config.
+    skips members already registered with the same config. A member with its own ``name=``
+    (e.g. a wider net, ``none-pgd_spatial_uae_wide``) has no command that can be read off its
+    name: the hint then says to train it with the overrides that made it.
     """
+    custom = _custom_names(names)
+    if custom:
+        rest = [n for n in names if n not in custom]
+        hint = (f"train {', '.join(custom)} with the command that made "
+                f"{'it' if len(custom) == 1 else 'them'} (python train.py preprocess=... "
+                "defense=... name=<the name> plus its own overrides)")
+        return f"{train_all_command(rest)}; {hint}" if rest else hint
     if len(names) == 1:
         return train_command(names[0])
     parts = [_member_parts(n) for n in names]
