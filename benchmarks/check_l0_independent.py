@@ -145,7 +145,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100, help="stratified test digits")
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--queries", type=int, default=10_000, help="Sparse-RS queries")
-    ap.add_argument("--attacks", nargs="+", default=["pixle", "onepixel"])
+    ap.add_argument("--attacks", nargs="*", default=["pixle", "onepixel"],
+                    help="torchattacks attacks to run after ours (none: --attacks alone)")
     ap.add_argument("--pixle-patch", type=int, default=4, help="largest patch side (pixels)")
     ap.add_argument("--pixle-restarts", type=int, default=50)
     ap.add_argument("--pixle-iterations", type=int, default=20)

@@ -11,7 +11,7 @@ that was never interrupted (same seed, ``trainer.deterministic=true``), because
   loader so: :func:`~advdefense.training.loader.resumable_loader`);
 * :class:`ResumeState` keeps the torch / numpy / Python RNG states in the checkpoint (random
   starts and random defenses continue the same stream), and on SIGTERM saves ``last.ckpt``
-  after the current step before Lightning stops the run;
+  at the end of the current training step, then lets Lightning stop the run;
 * :func:`stop_on_sigint` treats Ctrl-C (SIGINT) like SIGTERM during ``fit``: the current step
   finishes, ``last.ckpt`` is saved, the runner prints the exact resume command and exits with
   status 130 (a second Ctrl-C quits at once);
@@ -147,9 +147,9 @@ def _from_plain(obj: Any) -> Any:
 def stop_on_sigint(trainer: pl.Trainer) -> Iterator[dict[str, str]]:
     """During ``fit``: the first Ctrl-C (SIGINT) stops the run the way SIGTERM does.
 
-    The handler raises SIGTERM in this process, so Lightning's own SIGTERM handling runs: it
-    forwards the signal to launched child processes, finishes the current step and raises
-    ``SIGTERMException``, after :class:`ResumeState` saved ``last.ckpt``. Yields a dict whose
+    The handler raises SIGTERM in this process, so the SIGTERM path runs: :class:`ResumeState`
+    saves ``last.ckpt`` at the end of the current step and hands the signal to Lightning, which
+    forwards it to launched child processes and raises ``SIGTERMException``. Yields a dict whose
     ``"signal"`` becomes ``"SIGINT"`` once Ctrl-C was pressed. A second Ctrl-C raises
     ``KeyboardInterrupt`` at once. Outside the main thread it does nothing.
     """
