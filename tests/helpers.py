@@ -83,3 +83,19 @@ def compose_option(group: str, option: str) -> DictConfig:
         cfg = hydra_compose(f"{group}/{option}")
     GlobalHydra.instance().clear()
     return cfg[group]
+
+
+class SigtermAtTrainEnd:
+    """A callback (``+callbacks.sigterm._target_=helpers.SigtermAtTrainEnd``) that sends this
+    process SIGTERM once the last training step is done, while fit is still running."""
+
+    def __new__(cls):  # a Lightning Callback built lazily, so importing helpers stays light
+        import signal
+
+        from pytorch_lightning.callbacks import Callback
+
+        class _Sigterm(Callback):
+            def on_train_end(self, trainer, pl_module) -> None:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        return _Sigterm()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import ROOT, compose
+from helpers import ROOT, TINY_MEMBER, compose
 
 from advdefense.checks import ConfigError
 from advdefense.cli.train import _resume_path, train
@@ -71,6 +71,23 @@ def test_killed_run_resumes_to_identical_weights(sig, uninterrupted, tmp_path, d
     assert entry["metrics"] == uninterrupted["metrics"]  # exactly, val/ and test/ alike
     for key, value in uninterrupted["state_dict"].items():
         assert torch.equal(entry["state_dict"][key], value), key
+
+
+def test_sigterm_after_the_last_step_stops_before_testing_and_resumes_to_register(
+        tmp_path, data_dir):
+    stop = compose("train", [*TINY_MEMBER, "defense=none",
+                             "+callbacks.sigterm._target_=helpers.SigtermAtTrainEnd"],
+                   tmp_path, data_dir)
+    with pytest.raises(SystemExit) as info:
+        train(stop)
+    assert info.value.code == 143
+    assert not (tmp_path / "models" / "none-none.ckpt").exists()  # stopped before test/register
+    finished = list(tmp_path.rglob("checkpoints/fit_finished.json"))  # training itself is done
+    assert len(finished) == 1
+    last = finished[0].parent / "last.ckpt"  # (this in-process run writes outside logs/train)
+    metrics = train(compose("train", [*TINY_MEMBER, "defense=none", f"ckpt_path={last}"],
+                            tmp_path, data_dir))
+    assert (tmp_path / "models" / "none-none.ckpt").is_file() and metrics["test/acc"] > 0.9
 
 
 def _fake_training_checkpoint(path: Path, data: dict | None = None) -> Path:
