@@ -104,3 +104,24 @@ def test_every_defense_config_builds_and_returns_a_valid_batch(name: str) -> Non
     out_x, out_y = defense(tiny_cnn(0), x, y)
     assert out_x.shape[1:] == x.shape[1:] and out_x.shape[0] == out_y.shape[0] >= x.shape[0]
     assert out_x.min() >= 0 and out_x.max() <= 1 and set(out_y.tolist()) <= {0, 1}
+
+
+def test_validation_images_attack_every_image_and_keep_its_shape():
+    model = LinearModel()
+    x, y = torch.rand(10, 1, 28, 28) * 0.6 + 0.2, torch.randint(0, 2, (10,))
+    assert TrainingDefense().validation_images(model, x, y) is None
+    # adv_fraction and keep_clean shape training batches only: every validation image attacked
+    adv = AdversarialTraining(FGSM(eps=0.2), adv_fraction=0.3).validation_images(model, x, y)
+    assert adv.shape == x.shape
+    torch.testing.assert_close(adv, FGSM(eps=0.2)(model, x, y))
+    assert model.w.grad is None
+
+
+def test_mixed_validation_images_keep_the_unattacked_part_clean():
+    model = LinearModel()
+    x, y = torch.rand(8, 1, 28, 28) * 0.6 + 0.2, torch.randint(0, 2, (8,))
+    fgsm = AdversarialTraining(FGSM(eps=0.2), keep_clean=False)
+    adv = MixedDefense([TrainingDefense(), fgsm]).validation_images(model, x, y)
+    assert torch.equal(adv[:4], x[:4])  # the clean part's slice, as in training
+    torch.testing.assert_close(adv[4:], FGSM(eps=0.2)(model, x[4:], y[4:]))
+    assert MixedDefense([TrainingDefense(), TrainingDefense()]).validation_images(model, x, y) is None

@@ -37,6 +37,17 @@ class TrainingDefense:
         """
         return images, labels
 
+    def validation_images(self, model: nn.Module, images: torch.Tensor,
+                          labels: torch.Tensor) -> torch.Tensor | None:
+        """The validation images as this defense's attack sees them, or None (no attack).
+
+        Model selection (``val/select_acc``) scores a checkpoint on these: an adversarially
+        trained model is kept for its accuracy under the attack it trains against, not for its
+        clean accuracy, which saturates within an epoch or two. Stateless, no training state
+        changes. (N, 1, 28, 28) in [0, 1] -> (N, 1, 28, 28) in [0, 1], one per input image.
+        """
+        return None
+
 
 class AdversarialTraining(TrainingDefense):
     """Clean batch plus adversarial versions of a fraction of it (Goodfellow et al. 2014).
@@ -64,6 +75,12 @@ class AdversarialTraining(TrainingDefense):
         if self.keep_clean:
             return torch.cat([images, adv]), torch.cat([labels, labels[:k]])
         return torch.cat([adv, images[k:]]), labels
+
+    def validation_images(self, model: nn.Module, images: torch.Tensor,
+                          labels: torch.Tensor) -> torch.Tensor | None:
+        """Every validation image attacked (``adv_fraction`` and ``keep_clean`` shape training
+        batches only)."""
+        return self.attack(model, images, labels).detach()
 
 
 class MixedDefense(TrainingDefense):
@@ -102,12 +119,28 @@ class MixedDefense(TrainingDefense):
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        n, start, xs, ys = images.shape[0], 0, [], []
-        for i, (defense, share) in enumerate(zip(self.defenses, self.shares, strict=True)):
-            stop = n if i == len(self.defenses) - 1 else start + round(share * n)
+        xs, ys = [], []
+        for defense, start, stop in self._slices(images.shape[0]):
             if stop > start:
                 x, y = defense(model, images[start:stop], labels[start:stop], step)
                 xs.append(x)
                 ys.append(y)
-            start = stop
         return torch.cat(xs), torch.cat(ys)
+
+    def _slices(self, n: int) -> list[tuple[TrainingDefense, int, int]]:
+        out, start = [], 0
+        for i, (defense, share) in enumerate(zip(self.defenses, self.shares, strict=True)):
+            stop = n if i == len(self.defenses) - 1 else start + round(share * n)
+            out.append((defense, start, stop))
+            start = stop
+        return out
+
+    def validation_images(self, model: nn.Module, images: torch.Tensor,
+                          labels: torch.Tensor) -> torch.Tensor | None:
+        """Each part attacks its slice (the training split); a part without an attack keeps its
+        slice clean; None when no part attacks."""
+        parts = [(d.validation_images(model, images[a:b], labels[a:b]) if b > a else None, a, b)
+                 for d, a, b in self._slices(images.shape[0])]
+        if all(x is None for x, _, _ in parts):
+            return None
+        return torch.cat([images[a:b] if x is None else x for x, a, b in parts])

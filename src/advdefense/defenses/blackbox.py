@@ -57,6 +57,12 @@ class BlackBoxAugmentation(TrainingDefense):
         self.cursor = int((self.cursor + x.shape[0]) % self.pool_size)
         self.filled = min(self.pool_size, self.filled + x.shape[0])
 
+    def validation_images(self, model: nn.Module, images: torch.Tensor,
+                          labels: torch.Tensor) -> torch.Tensor | None:
+        """None: a local search on every validation image each epoch would cost more than the
+        training it selects among; black-box members are selected on clean accuracy."""
+        return None
+
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         if step % self.attack_every == 0:

@@ -9,7 +9,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from advdefense.defenses import TrainingDefense
 from advdefense.lit.metrics import binary_metric_collection, confusion_matrix
+
+VALIDATION_ATTACK_SEED = 0
 
 
 class ClassifierModule(pl.LightningModule):
@@ -17,10 +20,21 @@ class ClassifierModule(pl.LightningModule):
 
     Logs ``val/acc``, ``val/precision``, ``val/recall``, ``val/f1``, ``val/loss`` and the
     same under ``test/``, plus the test confusion counts ``test/cm_tn`` ... ``test/cm_tp``
-    (positive class = digit 7). Subclasses set ``self.model`` and write ``training_step``.
+    (positive class = digit 7). Subclasses set ``self.model`` (and ``self.defense``, the
+    training defense) and write ``training_step``.
+
+    Model selection: ``val/select_acc`` is what the best checkpoint maximises
+    (``conf/callbacks/default.yaml``). For a module whose training defense attacks
+    (``defense.validation_images`` is not None) it is ``val/adv_acc``, the accuracy on the
+    validation images attacked by that defense against the whole model; otherwise ``val/acc``.
+    Clean accuracy of an adversarially trained model reaches 1.0 within an epoch or two, and the
+    first epoch that reached it would be kept forever. The attack runs with its own fixed random
+    seed (every epoch sees the same random starts), inside a forked RNG, so the training's random
+    stream is the same as without it.
     """
 
     model: nn.Module
+    defense: TrainingDefense | None = None
 
     def __init__(self, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None) -> None:
@@ -45,7 +59,8 @@ class ClassifierModule(pl.LightningModule):
                       on_epoch=True)
         return loss
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        """Log the stage's metrics; return the predictions (N,)."""
         images, labels = batch
         logits = self.model(images)
         preds = logits.argmax(1)
@@ -56,9 +71,32 @@ class ClassifierModule(pl.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
         if stage == "test":
             self.test_confusion.update(preds, labels)
+        return preds
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        images, labels = batch
+        correct = (self._eval_step(batch, "val") == labels).float()
+        adv = self.attacked_validation_images(images, labels)
+        if adv is not None:
+            with torch.no_grad():
+                correct = (self.model(adv).argmax(1) == labels).float()
+            self.log("val/adv_acc", correct.mean(), on_step=False, on_epoch=True,
+                     batch_size=len(labels), sync_dist=True)
+        self.log("val/select_acc", correct.mean(), on_step=False, on_epoch=True,
+                 batch_size=len(labels), sync_dist=True)
+
+    def attacked_validation_images(self, images: torch.Tensor, labels: torch.Tensor
+                                   ) -> torch.Tensor | None:
+        """``self.defense``'s attack on a validation batch (None: it has none), crafted against
+        ``self.model`` with gradients on (validation runs in inference mode) and a fixed seed."""
+        if self.defense is None:
+            return None
+        devices = [images.device] if images.device.type == "cuda" else []
+        with torch.inference_mode(False), torch.enable_grad(), \
+                torch.random.fork_rng(devices=devices):
+            torch.manual_seed(VALIDATION_ATTACK_SEED)
+            adv = self.defense.validation_images(self.model, images.clone(), labels.clone())
+        return None if adv is None else adv.detach()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
