@@ -68,3 +68,39 @@ def test_the_validation_attack_leaves_the_training_stream_alone(mnist67_train, t
     for (k, a), b in zip(with_attack.state_dict().items(), without.state_dict().values(),
                          strict=True):
         assert torch.equal(a, b), k
+
+
+class _EarlyBest(DefendedClassifier):
+    """Scores epoch 0 best, so the kept weights are not the last epoch's."""
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch, "val")
+        self.log("val/select_acc", 1.0 - self.current_epoch, on_epoch=True, batch_size=1)
+
+
+def test_the_runner_keeps_the_best_epoch_and_reports_its_own_metrics(mnist67_train, tmp_path):
+    from omegaconf import OmegaConf
+
+    from advdefense.cli.train import _load_best
+
+    x, y = mnist67_train[0][:512], mnist67_train[1][:512]
+    data = pl.LightningDataModule.from_datasets(TensorDataset(x, y), TensorDataset(x, y),
+                                                batch_size=128)
+    torch.manual_seed(0)
+    module = _EarlyBest(SmallCNN((4, 8), 16))
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/select_acc", mode="max")
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", callbacks=[best],
+                         num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    last_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    epoch0 = torch.load(best.best_model_path, weights_only=True)
+    assert epoch0["epoch"] == 0
+    metrics = _load_best(OmegaConf.create({"name": "m"}), trainer, module, data,
+                         best.best_model_path, last_metrics)
+    for k, v in epoch0["state_dict"].items():
+        assert torch.equal(module.state_dict()[k], v), k
+    with torch.no_grad():
+        acc = (module.model(x).argmax(1) == y).float().mean()
+    assert abs(metrics["val/acc"] - float(acc)) < 1e-6  # the kept weights' own figure
+    assert metrics["val/acc"] != last_metrics["val/acc"]

@@ -226,7 +226,7 @@ def _train(cfg: DictConfig) -> dict[str, float]:
         checkpoint = trainer.checkpoint_callback
         best = getattr(checkpoint, "best_model_path", "") if checkpoint is not None else ""
         if best:
-            model.load_state_dict(_load_weights(best))
+            metrics = _load_best(cfg, trainer, model, datamodule, best, metrics)
     else:
         log.info("'%s' has no trainable parameters: testing and registering it as is", cfg.name)
     if cfg.get("test"):
@@ -279,8 +279,21 @@ def _register(cfg: DictConfig, model: pl.LightningModule, trainer: pl.Trainer,
     (log.warning if done.worse else log.info)("%s", done.message())
 
 
-def _load_weights(path: str) -> dict[str, Any]:
+def _load_best(cfg: DictConfig, trainer: pl.Trainer, model: pl.LightningModule,
+               datamodule: pl.LightningDataModule, path: str,
+               metrics: dict[str, float]) -> dict[str, float]:
+    """Load the best checkpoint's weights (``val/select_acc``) into ``model``; return the
+    validation metrics of those weights (the last epoch's unless an earlier epoch was best)."""
     import torch
 
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    return ckpt["state_dict"]
+    model.load_state_dict(ckpt["state_dict"])
+    epoch, last = int(ckpt.get("epoch", -1)), trainer.current_epoch - 1
+    monitor = trainer.checkpoint_callback.monitor
+    log.info("'%s': keeping epoch %d of %d (best %s %.4f)", cfg.name, epoch + 1, last + 1,
+             monitor, float(trainer.checkpoint_callback.best_model_score or float("nan")))
+    if epoch == last:
+        return metrics
+    return {k: float(v) for k, v in trainer.validate(model, datamodule=datamodule,
+                                                     verbose=False)[0].items()
+            if k.startswith("val/")}
