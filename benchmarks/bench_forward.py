@@ -1,8 +1,8 @@
 """The integrated model's forward pass, plain vs fast path, in one run.
 
 The model is ``experiment=robust``'s integrated model: ``stacker_adv_mean`` over
-``none-pgd_spatial_uae_wide`` (SmallCNN channels [32, 64], hidden 256, no preprocessing) and
-``squeeze-pgd_spatial_uae`` (median 3x3 + 1-bit squeeze, default SmallCNN). With
+``none-pgd_spatial_uae_l0_wide`` (SmallCNN channels [32, 64], hidden 256, no preprocessing) and
+``squeeze-pgd_spatial_uae_l0`` (median 3x3 + 1-bit squeeze, default SmallCNN). With
 ``--models-dir`` holding that registry the trained entry is loaded; otherwise the same
 architecture is built with untrained (seeded) weights; speed does not depend on the weights.
 
@@ -19,6 +19,11 @@ reports the median images/s by wall clock and by CPU time of the process (the CP
 so wall clock is noisy; CPU time counts this process's work only). Images: MNIST 6-vs-7 test
 digits when ``data/mnist67.npz`` exists, else uniform noise in [0, 1]. Before timing, the
 fast logits and input gradients are compared with the plain ones.
+
+Roofline: the model's FLOPs per image (every convolution and linear layer) and, in the same run,
+the GFLOP/s of its costliest convolution alone (channels-last, batch 256, one thread). The
+one-thread forward rows then say which share of that rate plain and fast reach, and the meta
+gives the ceiling in images/s: no exact fast path can go beyond it without doing fewer FLOPs.
 
 Usage::
 
@@ -63,8 +68,8 @@ def robust_model(models_dir: str | None) -> tuple[nn.Module, str]:
     from advdefense.preprocess import FeatureSqueeze, Identity
 
     torch.manual_seed(0)
-    members = {"none-pgd_spatial_uae_wide": member_pipeline(Identity(), SmallCNN([32, 64], 256)),
-               "squeeze-pgd_spatial_uae": member_pipeline(FeatureSqueeze(3, 1, True), SmallCNN())}
+    members = {"none-pgd_spatial_uae_l0_wide": member_pipeline(Identity(), SmallCNN([32, 64], 256)),
+               "squeeze-pgd_spatial_uae_l0": member_pipeline(FeatureSqueeze(3, 1, True), SmallCNN())}
     head = StackerMLP(4, [256, 256], skip="mean")
     for p in head.parameters():  # skip=mean starts the last layer at zero: give it weights
         nn.init.normal_(p, std=0.05)
@@ -95,6 +100,50 @@ def forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torc
 
 
 MODES = {"forward": forward, "forward+backward": forward_backward}
+
+
+def flops_per_image(model: nn.Module, device: torch.device) -> float:
+    """Multiply-adds x 2 of one forward pass per image, counted over every ``Conv2d`` and
+    ``Linear`` the model runs (hooks on one forward of 8 images); elementwise work not counted."""
+    total = [0.0]
+
+    def conv(m: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:
+        k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+        total[0] += 2.0 * k * out[0].numel()
+
+    def linear(m: nn.Linear, _inp: tuple, out: torch.Tensor) -> None:
+        total[0] += 2.0 * m.in_features * m.out_features
+
+    hooks = [m.register_forward_hook(conv) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks += [m.register_forward_hook(linear) for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.inference_mode():
+            for _ in range(8):  # one image at a time: per-image counts
+                model(torch.rand(1, 1, 28, 28, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0] / 8
+
+
+def conv_peak(model: nn.Module, device: torch.device, repeats: int) -> dict:
+    """GFLOP/s of the model's costliest convolution alone (channels-last, batch 256, forward),
+    by CPU time of this process: what a perfectly efficient pass could reach on this machine."""
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    conv = max(convs, key=lambda m: m.in_channels * m.out_channels * m.kernel_size[0] ** 2)
+    size = 14 if conv.in_channels > 1 else 28  # the SmallCNN's second convolution sees 14x14
+    x = torch.rand(256, conv.in_channels, size, size, device=device).contiguous(
+        memory_format=torch.channels_last)
+    flops = 2.0 * 256 * size * size * conv.out_channels * conv.in_channels * conv.kernel_size[0] ** 2
+    with torch.inference_mode():
+        conv(x)
+        times = []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            conv(x)
+            times.append(time.process_time() - c0)
+    return {"layer": repr(conv), "input": [256, conv.in_channels, size, size],
+            "gflops_per_s_cpu": round(flops / statistics.median(times) / 1e9, 1)}
 
 
 def compare(plain: nn.Module, fast: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
@@ -152,6 +201,14 @@ def main() -> None:
             "processor": platform.processor(), "repeats": args.repeats,
             "loadavg_start": os.getloadavg(), "check": check,
             "command": "python benchmarks/bench_forward.py " + " ".join(sys.argv[1:])}
+    flops = flops_per_image(models["plain"], device)
+    torch.set_num_threads(1)
+    peak = conv_peak(models["plain"], device, args.repeats)
+    meta["roofline"] = {"mflop_per_image": round(flops / 1e6, 2), "conv_peak_1_thread": peak,
+                        "ceiling_images_per_s_1_thread": round(peak["gflops_per_s_cpu"] * 1e9 / flops)}
+    print(f"{flops / 1e6:.1f} MFLOP per image; the costliest convolution alone runs at "
+          f"{peak['gflops_per_s_cpu']} GFLOP/s (one thread): a forward pass at that rate would be "
+          f"{meta['roofline']['ceiling_images_per_s_1_thread']} images/s", flush=True)
     results = []
     for threads in args.threads:
         torch.set_num_threads(threads)
@@ -166,6 +223,12 @@ def main() -> None:
                                              / cell["plain"]["images_per_s_wall"], 2),
                        "speedup_cpu": round(cell["fast"]["images_per_s_cpu"]
                                             / cell["plain"]["images_per_s_cpu"], 2)}
+                if mode == "forward" and threads == 1:  # share of the one-thread ceiling
+                    for k in ("plain", "fast"):
+                        row[k]["gflops_per_s_cpu"] = round(
+                            cell[k]["images_per_s_cpu"] * flops / 1e9, 1)
+                        row[k]["share_of_conv_peak"] = round(
+                            row[k]["gflops_per_s_cpu"] / peak["gflops_per_s_cpu"], 2)
                 results.append(row)
                 print_row(row)
     meta["loadavg_end"] = os.getloadavg()
