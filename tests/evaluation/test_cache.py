@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import torch
 from eval_helpers import CountingAttack, data, linear_model
 
 from advdefense.evaluation.cache import CODE_SOURCES, CellCache, code_version, source_digest
@@ -136,3 +137,25 @@ def test_two_names_of_one_model_file_keep_their_names(tmp_path):
     assert [(c.model, c.attack) for c in cells] == [("a", "none"), ("b", "none"), ("a", "x"),
                                                      ("b", "x")]
     assert cells[0].pred == cells[1].pred and grid.attack_calls == 1
+
+
+def test_other_images_with_the_same_labels_are_new_cells(tmp_path):
+    """The cells of a run are keyed by the evaluated images themselves: another subset of the
+    same size and labels (another seed, another data source) reuses nothing."""
+    from eval_helpers import run_eval
+
+    y = data(16)[1]
+    spec = AttackSpec("count", None, {}, ("whitebox",))
+
+    def run(images, folder):
+        attack = CountingAttack()
+        spec.attack = attack
+        run_eval([EvalModel("a", linear_model(0), "da")], [spec], images, y, ["whitebox"],
+                 None, CellCache(tmp_path / "cache"), tmp_path / folder)
+        return attack.calls
+
+    x1, x2 = data(16, seed=0)[0], data(16, seed=1)[0]
+    assert torch.equal(data(16, seed=1)[1], y)  # same size, same labels in the same order
+    assert run(x1, "first") == 1
+    assert run(x1, "again") == 0  # the same images: cached
+    assert run(x2, "other") == 1  # other pixels: computed, not the first run's cell

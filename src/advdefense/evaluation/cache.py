@@ -27,9 +27,10 @@ from advdefense.io import atomic_write_bytes, atomic_write_text
 log = logging.getLogger(__name__)
 # What computes a cell's numbers, relative to the package folder: every attack, the
 # preprocessing, the ensembles, the nets and what white-box attacks see (``attackable``:
-# straight-through rounding, and its fast path); a folder stands for its *.py files.
+# straight-through rounding, and its fast path), the certification; a folder stands for its
+# *.py files.
 CODE_SOURCES = ("attacks", "preprocess.py", "ensembles.py", "nets.py", "ablation.py", "models.py",
-                "fastpath.py",
+                "fastpath.py", "certify.py",
                 "evaluation/threats.py")
 
 
@@ -63,6 +64,20 @@ def code_version() -> str:
 
     digest = source_digest(Path(advdefense.__file__).parent)
     return f"src={digest};torch={torch.__version__};kornia={kornia.__version__}"
+
+
+def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """SHA-256 (16 hex) of the images' float32 values and the labels, in order: the identity
+    of an evaluated image set, part of every cell key. Two sets of the same size and labels but
+    other pixels (another seed's subset, another data source) never share a cell.
+
+    Args:
+        images: (N, 1, 28, 28) float in [0, 1], any device; labels: (N,) integers.
+    """
+    h = hashlib.sha256()
+    h.update(images.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(b"\0" + labels.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def cell_key(parts: dict[str, Any]) -> str:

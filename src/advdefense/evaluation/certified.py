@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from advdefense.certify import ablated_parts, certify
-from advdefense.evaluation.cache import CellCache, cell_key
+from advdefense.evaluation.cache import CellCache, cell_key, code_version, data_digest
 from advdefense.evaluation.threats import EvalModel
 from advdefense.io import atomic_write_text
 from advdefense.sampling import stratified_sample
@@ -61,7 +61,7 @@ def certify_models(models: Sequence[EvalModel], images: torch.Tensor, labels: to
         if ablated_parts(m.module) is None:
             continue
         key = cell_key({"certify": m.digest, "cfg": config.__dict__, "seed": seed,
-                        "labels": y.tolist(), "images": float(x.double().sum())})
+                        "data": data_digest(x, y), "v": code_version()})
         record = cache.get(key) if cache is not None else None
         if record is None:
             start = time.perf_counter()

@@ -19,7 +19,7 @@ import torch
 
 from advdefense.attacks.threat import threat_model_of
 from advdefense.evaluation.budget import Budget
-from advdefense.evaluation.cache import CellCache, cell_key, code_version
+from advdefense.evaluation.cache import CellCache, cell_key, code_version, data_digest
 from advdefense.evaluation.cascade_worst import worst_cases
 from advdefense.evaluation.cells import Cell, ResultSet
 from advdefense.evaluation.convergence import convergence_runs
@@ -72,7 +72,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     sanity = s.sanity
     attacks = with_gradient_variants(attacks, sanity.squeeze_surrogates, sanity.vote_members)
     start = time.perf_counter()
-    sid = subset_id("test", torch.arange(len(labels))) + cell_key({"l": labels.tolist()})[:8]
+    sid = f"test:{len(labels)}:" + data_digest(images, labels)
     attack_n = {k: int(v) for k, v in s.attack_n.items()
                 if v is not None and int(v) < len(labels)}
     budget = Budget(attack_n, s.full_n)
@@ -129,7 +129,7 @@ def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch
     idx = stratified_sample(labels, sweep.images(len(labels)), seed)
     x, y = images[idx], labels[idx]
     threats = [t for t in sweep.threats if t != "transfer" or surrogate is not None]
-    sid = subset_id("sweep", idx) + cell_key({"l": labels.tolist()})[:8]
+    sid = subset_id("sweep", idx) + data_digest(x, y)
     grid = Grid(x, y, cache, sid, surrogate)
     eps_rows = eps_sweep(grid, models, sweep.factories, sweep.eps, threats, progress)
     g = min(sweep.gradient_n, len(y))
