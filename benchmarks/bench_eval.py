@@ -81,8 +81,8 @@ def synthetic_robust_registry(models_dir: Path) -> None:
 
     torch.manual_seed(0)
     wide = {"_target_": "advdefense.nets.SmallCNN", "channels": [32, 64], "hidden": 256}
-    members = {"none-pgd_spatial_uae_wide": {"preprocess": PRE["none"], "net": wide},
-               "squeeze-pgd_spatial_uae": {"preprocess": PRE["squeeze"], "net": NET}}
+    members = {"none-pgd_spatial_uae_l0_wide": {"preprocess": PRE["none"], "net": wide},
+               "squeeze-pgd_spatial_uae_l0": {"preprocess": PRE["squeeze"], "net": NET}}
     head = {"_target_": "advdefense.nets.StackerMLP", "in_features": 4, "skip": "mean"}
     spec = {"combine": "mlp", "members": members, "head": head}
     save_model(models_dir / f"{GOAL_MODEL}.ckpt", build_from_spec("ensemble", spec), "ensemble",
