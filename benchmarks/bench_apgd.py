@@ -88,7 +88,7 @@ def main() -> None:
             "max_seconds": args.max_seconds, "cpu_count": os.cpu_count(),
             "loadavg_start_end": load + [os.getloadavg()],
             "command": "OMP_NUM_THREADS=" + os.environ.get("OMP_NUM_THREADS", "unset")
-            + f" python benchmarks/bench_apgd.py --n {args.n}"}
+            + " python benchmarks/bench_apgd.py " + " ".join(sys.argv[1:])}
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     os.replace(tmp, out)
