@@ -104,7 +104,7 @@ MODES = {"forward": forward, "forward+backward": forward_backward}
 
 def flops_per_image(model: nn.Module, device: torch.device) -> float:
     """Multiply-adds x 2 of one forward pass per image, counted over every ``Conv2d`` and
-    ``Linear`` the model runs (hooks on one forward of 8 images); elementwise work not counted."""
+    ``Linear`` the model runs (hooks on 8 forwards of one image); elementwise work not counted."""
     total = [0.0]
 
     def conv(m: nn.Conv2d, _inp: tuple, out: torch.Tensor) -> None:

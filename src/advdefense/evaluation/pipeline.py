@@ -41,8 +41,9 @@ from advdefense.io import atomic_write_text
 from advdefense.sampling import stratified_sample
 
 
-def subset_id(split: str, idx: torch.Tensor) -> str:
-    return f"{split}:{len(idx)}:" + cell_key({"idx": idx.tolist()})[:16]
+def subset_id(split: str, images: torch.Tensor, labels: torch.Tensor) -> str:
+    """The identity of an evaluated image set in cell keys: its split, size and content."""
+    return f"{split}:{len(labels)}:" + data_digest(images, labels)
 
 
 def _need_surrogate(threats: Sequence[str], surrogate: EvalModel | None) -> None:
@@ -72,7 +73,7 @@ def evaluate_models(models: Sequence[EvalModel], attacks: Sequence[AttackSpec],
     sanity = s.sanity
     attacks = with_gradient_variants(attacks, sanity.squeeze_surrogates, sanity.vote_members)
     start = time.perf_counter()
-    sid = f"test:{len(labels)}:" + data_digest(images, labels)
+    sid = subset_id("test", images, labels)
     attack_n = {k: int(v) for k, v in s.attack_n.items()
                 if v is not None and int(v) < len(labels)}
     budget = Budget(attack_n, s.full_n)
@@ -129,7 +130,7 @@ def _run_sweeps(models: Sequence[EvalModel], images: torch.Tensor, labels: torch
     idx = stratified_sample(labels, sweep.images(len(labels)), seed)
     x, y = images[idx], labels[idx]
     threats = [t for t in sweep.threats if t != "transfer" or surrogate is not None]
-    sid = subset_id("sweep", idx) + data_digest(x, y)
+    sid = subset_id("sweep", x, y)
     grid = Grid(x, y, cache, sid, surrogate)
     eps_rows = eps_sweep(grid, models, sweep.factories, sweep.eps, threats, progress)
     g = min(sweep.gradient_n, len(y))
