@@ -1,4 +1,4 @@
-"""Gradient variants of white-box PGD: squeeze surrogates and the vote's members' margins."""
+"""Gradient variants of white-box gradient attacks: squeeze surrogates and the vote's members' margins."""
 
 from __future__ import annotations
 
@@ -210,3 +210,56 @@ def test_eval_config_builds_the_variants_and_names_bad_keys(tmp_path):
         with pytest.raises(ConfigError, match=r"eval.sanity.squeeze_surrogates\[0\]") as err:
             sanity_config(compose("evaluate", [override], tmp_path, tmp_path).eval.sanity)
         assert expected in str(err.value)
+
+
+def test_every_gradient_attack_is_wrapped_by_its_threat_model_never_by_its_name():
+    """FGSM, PGD, APGD, the autoattack cascade, JSMA and sparse PGD get the variants whatever
+    their rows are called; query-only and grid attacks do not; rescalable ones stay rescalable
+    (the convergence runs double every variant's budget)."""
+    from advdefense.attacks.apgd import APGD
+    from advdefense.attacks.cascade import Cascade
+    from advdefense.attacks.fgsm import FGSM
+    from advdefense.attacks.jsma import JSMA
+    from advdefense.attacks.local_search import LocalSearch
+    from advdefense.attacks.sparse_pgd import SparsePGD
+    from advdefense.attacks.sparse_rs import SparseRS
+    from advdefense.attacks.spatial import SpatialGrid
+    from advdefense.evaluation.masking import RescalableVariants, with_gradient_variants
+
+    aa = Cascade({"ce": APGD(0.3, 10), "margin": APGD(0.3, 10, loss="margin", seed=1)}, eps=0.3)
+    attacks = {"a": FGSM(0.3), "b": PGD(0.3, 0.01, 5), "c": APGD(0.3, 10), "d": aa,
+               "e": JSMA(k=20), "f": SparsePGD(k=20, steps=5), "g": SparseRS(k=20, max_queries=50),
+               "h": SpatialGrid(), "i": LocalSearch()}
+    specs = [AttackSpec(name, a, {}, ("whitebox",)) for name, a in attacks.items()]
+    wrapped = {s.name: s for s in with_gradient_variants(specs)}
+    assert {n for n, s in wrapped.items() if isinstance(s.attack, GradientVariants)} == set("abcdef")
+    assert all("gradient_variants" in wrapped[n].config for n in "abcdef")
+    assert {n for n, s in wrapped.items() if hasattr(s.attack, "scaled")} == {"c", "d"}
+    doubled = wrapped["d"].attack.scaled(steps=2)
+    assert isinstance(doubled, RescalableVariants)
+    assert [a.steps for a in doubled.attack.attacks] == [20, 20]
+    assert wrapped["d"].attack.threat_model == aa.threat_model
+    # wrapping twice wraps once; renamed rows are wrapped the same way
+    again = with_gradient_variants(list(wrapped.values()))
+    assert all(not isinstance(s.attack.attack, GradientVariants) for s in again
+               if isinstance(s.attack, GradientVariants))
+    renamed = with_gradient_variants([AttackSpec("pgd", FGSM(0.3), {}, ("whitebox",))])
+    assert isinstance(renamed[0].attack, GradientVariants)
+
+
+def test_fgsm_row_is_the_worst_over_variants_on_a_constructed_squeeze(tmp_path):
+    """One signed step through the median's exact gradient lifts only each window's median
+    pixel, which never moves a median: straight-through FGSM leaves the patch off; through the
+    window mean every pixel rises by eps and the squeezed patch turns on."""
+    from advdefense.attacks.fgsm import FGSM
+
+    x, y = patch_images()
+    model = squeezed()
+    assert not FGSM(0.3).run(model, x, y).success.any()
+    models = [EvalModel("toy-squeeze", model, "d1")]
+    specs = [AttackSpec("renamed_l_inf_row", FGSM(0.3), {"eps": 0.3}, ("whitebox",))]
+    out = run_eval(models, specs, x, y, ["whitebox"], None, CellCache(tmp_path / "c"),
+                   tmp_path / "out", progress=False)
+    row = next(r for r in out["rows"] if r["attack"] == "renamed_l_inf_row")
+    assert row["accuracy"] == 0.0 and row["strongest_variant"] == "own/median_mean+sigmoid_t0.3"
+    assert SQUEEZE_CHECK in row["flags"]

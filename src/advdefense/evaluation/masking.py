@@ -14,7 +14,9 @@ the forward pass is exact:
   :class:`advdefense.ensembles.MemberMargins` gives the vote's exact output with the gradient
   of the median member's margin.
 
-:class:`GradientVariants` wraps a gradient attack (the grid's PGD and sparse PGD). On a model that contains a
+:class:`GradientVariants` wraps a gradient attack: every grid row whose threat model has gradient
+access (FGSM, PGD, APGD and the ``autoattack`` cascade, JSMA, sparse PGD), chosen by that
+threat model, never by the row's name or the attack's class. On a model that contains a
 feature squeeze (found by type) it also runs the attack through each squeeze surrogate; on a
 :class:`~advdefense.ensembles.MajorityVote` also through its members' margins, with and without
 the squeeze surrogates. Every variant runs on every image with the same settings and seed
@@ -29,8 +31,7 @@ accuracy alone and the images it won (:func:`variant_summary`).
 own-output counterpart by more than the tolerance:
 
 * ``squeeze_surrogate_beats_straight_through``: the squeeze surrogate left lower accuracy
-  than straight-through (the same attack, the same images). Straight-through figures of
-  this model's *other* gradient attacks (FGSM, JSMA) are then upper bounds too.
+  than straight-through (the same attack, the same images).
 * ``members_beat_vote_output``: the attack through the members' margins left lower accuracy
   than through the vote's own output; gradient attacks on the vote's output are then weak.
 """
@@ -174,8 +175,10 @@ class GradientVariants:
         images won), see :func:`variant_summary`.
         """
         variants = gradient_variants(model, self.squeeze_surrogates, self.vote_members)
-        if len(variants) == 1:
-            return self.attack.run(model, images, labels, need_success=need_success)
+        if len(variants) == 1:  # the keyword only where it saves work: any run() accepts 3 args
+            if need_success:
+                return self.attack.run(model, images, labels)
+            return self.attack.run(model, images, labels, need_success=False)
         n = len(labels)
         best = images.detach().clone()
         best_success = torch.zeros(n, dtype=torch.bool, device=images.device)
@@ -201,6 +204,12 @@ class GradientVariants:
                                                              best_success)}
         return AttackResult(best, best_success, queries, info)
 
+    def rescaled(self, steps: int = 1, restarts: int = 1, seed: int = 0) -> RescalableVariants:
+        """The same variants around ``attack.scaled(steps, restarts, seed)`` (the convergence
+        runs of :mod:`advdefense.evaluation.convergence`); only for an attack that has it."""
+        return RescalableVariants(self.attack.scaled(steps, restarts, seed),
+                                  self.squeeze_surrogates, self.vote_members)
+
     def _run_variant(self, model: nn.Module, variant: Variant, images: torch.Tensor,
                      labels: torch.Tensor) -> AttackResult:
         target = model if variant.target == OWN else MemberMargins(_inner(model))
@@ -208,6 +217,24 @@ class GradientVariants:
                squeeze_gradient(model, variant.squeeze.temperature, variant.squeeze.median))
         with ctx:
             return self.attack.run(target, images, labels)
+
+
+class RescalableVariants(GradientVariants):
+    """:class:`GradientVariants` around a rescalable attack (APGD, the ``autoattack``
+    cascade): it keeps ``scaled``, so the convergence runs double the iterations or the
+    restarts of every variant."""
+
+    def scaled(self, steps: int = 1, restarts: int = 1, seed: int = 0) -> RescalableVariants:
+        return self.rescaled(steps, restarts, seed)
+
+
+def wrap_variants(attack: Any,
+                  squeeze_surrogates: Sequence[SqueezeSurrogate] = DEFAULT_SQUEEZE_SURROGATES,
+                  vote_members: bool = True) -> GradientVariants:
+    """``attack`` in :class:`GradientVariants` (:class:`RescalableVariants` where it has
+    ``scaled``)."""
+    cls = RescalableVariants if callable(getattr(attack, "scaled", None)) else GradientVariants
+    return cls(attack, squeeze_surrogates, vote_members)
 
 
 def variant_summary(variants: Sequence[Variant], fooled: Sequence[torch.Tensor],
@@ -224,21 +251,21 @@ def variant_summary(variants: Sequence[Variant], fooled: Sequence[torch.Tensor],
 
 def with_gradient_variants(specs: Sequence[Any],
                            squeeze_surrogates: Sequence[SqueezeSurrogate] = DEFAULT_SQUEEZE_SURROGATES,
-                           vote_members: bool = True, kinds: tuple[type, ...] | None = None
-                           ) -> list[Any]:
-    """The grid's attack specs with every gradient attack of type ``kinds`` (default: the
-    attacks on PGD's loop, :class:`~advdefense.attacks.pgd.PGDLoop`: PGD and sparse PGD)
-    wrapped in :class:`GradientVariants`; its config records the wrapper (cache key)."""
-    from advdefense.attacks.pgd import PGDLoop
+                           vote_members: bool = True) -> list[Any]:
+    """The grid's attack specs with every gradient attack (a threat model with
+    :class:`~advdefense.attacks.threat.Gradient` access) wrapped in :class:`GradientVariants`;
+    its config records the wrapper (cache key). Query-only and grid attacks stay as they are."""
+    from advdefense.attacks.threat import Gradient, threat_model_of
     from advdefense.evaluation.threats import AttackSpec
 
-    kinds = kinds or (PGDLoop,)
     if not squeeze_surrogates and not vote_members:
         return list(specs)
     out = []
     for spec in specs:
-        if isinstance(spec.attack, kinds):
-            wrapped = GradientVariants(spec.attack, squeeze_surrogates, vote_members)
+        tm = threat_model_of(spec.attack)
+        if tm is not None and isinstance(tm.access, Gradient) \
+                and not isinstance(spec.attack, GradientVariants):
+            wrapped = wrap_variants(spec.attack, squeeze_surrogates, vote_members)
             spec = AttackSpec(spec.name, wrapped, spec.config | {"gradient_variants": wrapped.config()},
                               spec.threats)
         out.append(spec)

@@ -52,9 +52,10 @@ class SweepConfig:
 
 @dataclass
 class SanityConfig:
-    """Tolerances of the sanity checks, and the gradient variants of white-box PGD
-    (:mod:`advdefense.evaluation.masking`: squeeze surrogates on models with a feature squeeze,
-    the members' margins on a majority vote; none and False = straight-through PGD only)."""
+    """Tolerances of the sanity checks, and the gradient variants of every white-box
+    gradient attack (:mod:`advdefense.evaluation.masking`: squeeze surrogates on models with a
+    feature squeeze, the members' margins on a majority vote; none and False = straight-through
+    only)."""
 
     tol: float = 0.01
     eps1_max_acc: float = 0.05
@@ -219,7 +220,7 @@ def sweep_config(node: Mapping[str, Any] | None, attacks: Mapping[str, Any],
 
 
 def sanity_config(node: Mapping[str, Any]) -> SanityConfig:
-    """``eval.sanity``: tolerances and the gradient variants of white-box PGD."""
+    """``eval.sanity``: tolerances and the gradient variants of white-box gradient attacks."""
     surrogates = []
     for i, s in enumerate(node.get("squeeze_surrogates") or []):
         key = f"eval.sanity.squeeze_surrogates[{i}]"

@@ -4,8 +4,9 @@
   unpreprocessed CNN) and fed to every evaluated model. This is what the paper measured.
 * ``whitebox``: the attack gets the whole evaluated model end to end (preprocessing, every
   member, the stacker head). Rounding steps (bit-depth reduction) use straight-through
-  gradients (BPDA), so a white-box number is never inflated by a zero gradient. White-box
-  PGD also runs through gradient surrogates where straight-through can mislead (the feature
+  gradients (BPDA), so a white-box number is never inflated by a zero gradient. Every white-box
+  gradient attack (FGSM, PGD, the autoattack cascade, JSMA, sparse PGD) also runs through
+  gradient surrogates where straight-through can mislead (the feature
   squeeze's median, the majority vote's saturated soft vote) and keeps the per-example worst
   (:mod:`advdefense.evaluation.masking`).
 * ``blackbox``: query-only attacks (local search) against the whole model.
