@@ -18,6 +18,15 @@ measured without waiting hours: on a machine with 16 idle cores, 8 shards of 2 c
 Writes ``benchmarks/results/eval_full_n_sharded.json`` (``--out``): per shard wall time, load
 averages, stage times, rows (n, correct, seconds) and the cascade's extra images; combined: the
 summed wall time and the worst cases' accuracy on the union of the shards.
+
+**The model-time floor.** Each shard counts the images its attacks pass through the goal model
+(a forward hook on every attacked copy and on the predicting model): ``forward`` (no input
+gradient) and ``gradient`` (forward with an input gradient, then its backward). The parent
+times the same attacked copy on one thread, batch 256: forward images/s and forward+backward
+images/s. ``floor_s`` = forward / forward rate + gradient / gradient rate: the seconds this
+attack work would take if every pass ran at the model's own batched speed, with no attack
+bookkeeping at all. Scaled to 1,986 images on 2 cores, it says whether a time goal is reachable
+by faster attack code, or only by less work or a faster model.
 """
 
 from __future__ import annotations
@@ -70,6 +79,89 @@ def forward_rate(models_dir: str, seconds: float = 10.0, batch: int = 1024) -> f
         torch.set_num_threads(threads)
 
 
+class PassCounter:
+    """Counts images through a module: ``forward`` (no input gradient) and ``gradient``."""
+
+    def __init__(self) -> None:
+        self.forward = 0
+        self.gradient = 0
+
+    def hook(self, module: object, inputs: tuple, output: object) -> None:
+        x = inputs[0] if inputs else None
+        if not hasattr(x, "shape"):
+            return
+        import torch
+
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.gradient += int(x.shape[0])
+        else:
+            self.forward += int(x.shape[0])
+
+
+def count_passes(counter: PassCounter) -> None:
+    """Hook ``counter`` onto every module the grid and the convergence runs attack."""
+    import advdefense.evaluation.convergence as convergence
+    import advdefense.evaluation.grid as grid
+    from advdefense.evaluation import threats
+
+    original = threats.attackable
+
+    def counted(model, fast: bool = True):  # noqa: ANN001, ANN202
+        module = original(model, fast)
+        module.register_forward_hook(counter.hook)
+        return module
+
+    for mod in (threats, grid, convergence):
+        mod.attackable = counted
+
+
+def model_rates(models_dir: str, seconds: float = 8.0, batch: int = 256) -> dict[str, float]:
+    """Images/s of the goal model's attacked copy on one thread: ``forward`` (no gradient) and
+    ``gradient`` (forward + input-gradient backward), batch ``batch`` test digits."""
+    import torch
+
+    from advdefense.data import load_mnist67
+    from advdefense.evaluation.threats import attackable
+    from advdefense.registry import load_model, model_path
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = attackable(load_model(model_path(models_dir, GOAL_MODEL)))
+        x = load_mnist67("test", root=str(ROOT / "data"))[0][:batch].contiguous(
+            memory_format=torch.channels_last)
+
+        def forward() -> None:
+            with torch.no_grad():
+                model(x)
+
+        def gradient() -> None:
+            xg = x.clone().requires_grad_(True)
+            model(xg).logsumexp(1).sum().backward()
+
+        out = {}
+        for name, step in (("forward", forward), ("gradient", gradient)):
+            step()
+            done, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                step()
+                done += batch
+            out[name] = round(done / (time.perf_counter() - start), 1)
+        return out
+    finally:
+        torch.set_num_threads(threads)
+
+
+def floor(passes: dict[str, int], rates: dict[str, float], n: int, threads: int) -> dict:
+    """The model-time floor of ``passes`` (see the module docstring), per image and scaled to
+    all 1,986 test images on ``threads`` cores (one single-thread shard per core)."""
+    seconds = passes["forward"] / rates["forward"] + passes["gradient"] / rates["gradient"]
+    per_image = seconds / max(n, 1)
+    return {"passes_per_image": {k: round(v / max(n, 1), 1) for k, v in passes.items()},
+            "floor_s": round(seconds, 1), "floor_s_per_image": round(per_image, 3),
+            f"floor_min_1986_on_{threads}_cores": round(per_image * 1986 / threads / 60, 1)}
+
+
 def worker(args: argparse.Namespace) -> None:
     """Evaluate shard ``args.shard`` and write its JSON to ``args.worker_out``."""
     import torch
@@ -90,6 +182,8 @@ def worker(args: argparse.Namespace) -> None:
         cfg = compose("evaluate", overrides=[
             f"paths.models_dir={args.models_dir}", f"paths.log_dir={tmp}", "eval.cache=false",
             "eval.progress=false", *full_n_overrides()])
+    counter = PassCounter()
+    count_passes(counter)
     images, labels = load_mnist67("test", root=str(ROOT / "data"))
     part = stratified_sample(labels, args.n, 0)[args.shard::args.shards]
     x, y = images[part], labels[part]
@@ -99,14 +193,18 @@ def worker(args: argparse.Namespace) -> None:
     settings = EvalSettings(tmp / f"out{args.shard}", CellCache(tmp / "cache", enabled=False),
                             ["whitebox"], None, None, sanity_config(cfg.eval.sanity),
                             dict(budget.attack_n), 0, False, {}, budget.full_n)
-    out = evaluate_models(load_models(cfg), specs, x, y, settings)
+    models = load_models(cfg)
+    for m in models:
+        m.module.register_forward_hook(counter.hook)
+    out = evaluate_models(models, specs, x, y, settings)
     wall = time.perf_counter() - start
     rows = {f"{r['attack']}/{r['threat']}": {"n": r["n"], "correct": round(r["accuracy"] * r["n"]),
                                              "seconds": r.get("seconds")}
             for r in out["rows"] if r["model"] == GOAL_MODEL}
     result = {"shard": args.shard, "n": len(y), "wall_s": round(wall, 1),
               "threads": args.threads, "load_avg_before": load_before, "load_avg_after": _load(),
-              "timings": out["meta"]["timings"], "full_n": out["meta"]["full_n"], "rows": rows}
+              "timings": out["meta"]["timings"], "full_n": out["meta"]["full_n"], "rows": rows,
+              "passes": {"forward": counter.forward, "gradient": counter.gradient}}
     Path(args.worker_out).write_text(json.dumps(result))
 
 
@@ -153,6 +251,14 @@ def main() -> None:
     for c in combined.values():
         c["accuracy"] = round(c["correct"] / c["n"], 4) if c["n"] else None
         c["seconds"] = round(c["seconds"], 1)
+    rates = model_rates(args.models_dir)
+    n_done = sum(s["n"] for s in shards)
+    passes = {k: sum(s.get("passes", {}).get(k, 0) for s in shards)
+              for k in ("forward", "gradient")}
+    model_floor = floor(passes, rates, n_done, 2) | {"model_img_per_s_1thread": rates}
+    sum_wall = sum(s["wall_s"] for s in shards)
+    model_floor["share_of_wall"] = round(model_floor["floor_s"] / sum_wall, 3) if sum_wall else None
+    model_floor["wall_min_1986_on_2_cores"] = round(sum_wall / max(n_done, 1) * 1986 / 2 / 60, 1)
     out = {"command": " ".join(sys.argv), "machine": platform.platform(), "cpu_count": cores,
            "pinned": pin, "shards": args.shards, "threads_per_shard": args.threads,
            "models_dir": str(args.models_dir), "returncodes": codes,
@@ -162,7 +268,7 @@ def main() -> None:
            "load_avg_before": load_before, "load_avg_after": _load(),
            "forward_img_per_s_1thread": {"before": rate_before,
                                          "after": forward_rate(args.models_dir)},
-           "combined": combined, "per_shard": shards,
+           "combined": combined, "model_floor": model_floor, "per_shard": shards,
            "stderr_tail": {i: (tmp / f"shard{i}.err").read_text()[-1500:]
                            for i, c in enumerate(codes) if c}}
     dest = Path(args.out)
@@ -170,7 +276,7 @@ def main() -> None:
     dest.write_text(json.dumps(out, indent=1))
     print(json.dumps({k: out[k] for k in ("wall_s", "sum_shard_wall_s", "max_shard_wall_s",
                                           "returncodes", "load_avg_before",
-                                          "forward_img_per_s_1thread")}))
+                                          "forward_img_per_s_1thread", "model_floor")}))
     for key, c in sorted(combined.items()):
         print(f"  {key:32s} n={c['n']:5d} acc={c['accuracy']}  {c['seconds']:9.1f} s")
     for i, err in out["stderr_tail"].items():

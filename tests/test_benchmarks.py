@@ -8,12 +8,15 @@ import torch
 from helpers import ROOT
 
 
-def _bench_forward():
-    spec = importlib.util.spec_from_file_location("bench_forward",
-                                                  ROOT / "benchmarks" / "bench_forward.py")
+def _bench(name: str = "bench_forward"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _bench_forward():
+    return _bench("bench_forward")
 
 
 def test_flops_per_image_counts_every_convolution_and_linear_layer() -> None:
@@ -30,3 +33,26 @@ def test_flops_per_image_counts_every_convolution_and_linear_layer() -> None:
     assert bench.flops_per_image(member, torch.device("cpu")) == by_hand
     peak = bench.conv_peak(member, torch.device("cpu"), repeats=1)
     assert peak["input"] == [256, 16, 14, 14] and peak["gflops_per_s_cpu"] > 0
+
+
+def test_full_n_floor_counts_attack_passes_and_scales_them_to_the_test_set() -> None:
+    """Passes through an attacked model split by whether they carry an input gradient; the
+    floor is those passes at the model's own rates, scaled to 1,986 images on 2 cores."""
+    from advdefense.attacks.pgd import PGD
+    from advdefense.nets import SmallCNN
+
+    bench = _bench("bench_full_n")
+    counter = bench.PassCounter()
+    model = SmallCNN().eval()
+    model.register_forward_hook(counter.hook)
+    x, y = torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long)
+    PGD(0.3, 0.01, 5, early_stop=False, random_start=False).run(model, x, y)
+    assert counter.gradient == 5 * 8                 # one gradient pass per step and image
+    assert counter.forward >= 8                      # the final check (no gradient)
+    with torch.no_grad():
+        model(x)
+    out = bench.floor({"forward": 1000, "gradient": 500}, {"forward": 100.0, "gradient": 50.0},
+                      n=10, threads=2)
+    assert out["floor_s"] == 20.0 and out["floor_s_per_image"] == 2.0
+    assert out["passes_per_image"] == {"forward": 100.0, "gradient": 50.0}
+    assert out["floor_min_1986_on_2_cores"] == round(2.0 * 1986 / 2 / 60, 1)
