@@ -204,12 +204,6 @@ class GradientVariants:
                                                              best_success)}
         return AttackResult(best, best_success, queries, info)
 
-    def rescaled(self, steps: int = 1, restarts: int = 1, seed: int = 0) -> RescalableVariants:
-        """The same variants around ``attack.scaled(steps, restarts, seed)`` (the convergence
-        runs of :mod:`advdefense.evaluation.convergence`); only for an attack that has it."""
-        return RescalableVariants(self.attack.scaled(steps, restarts, seed),
-                                  self.squeeze_surrogates, self.vote_members)
-
     def _run_variant(self, model: nn.Module, variant: Variant, images: torch.Tensor,
                      labels: torch.Tensor) -> AttackResult:
         target = model if variant.target == OWN else MemberMargins(_inner(model))
@@ -225,7 +219,9 @@ class RescalableVariants(GradientVariants):
     restarts of every variant."""
 
     def scaled(self, steps: int = 1, restarts: int = 1, seed: int = 0) -> RescalableVariants:
-        return self.rescaled(steps, restarts, seed)
+        """The same variants around ``attack.scaled(steps, restarts, seed)``."""
+        return RescalableVariants(self.attack.scaled(steps, restarts, seed),
+                                  self.squeeze_surrogates, self.vote_members)
 
 
 def wrap_variants(attack: Any,
