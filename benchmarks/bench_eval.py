@@ -81,17 +81,19 @@ def synthetic_robust_registry(models_dir: Path) -> None:
 
     torch.manual_seed(0)
     wide = {"_target_": "advdefense.nets.SmallCNN", "channels": [32, 64], "hidden": 256}
-    members = {"none-pgd_spatial_uae_l0_wide": {"preprocess": PRE["none"], "net": wide},
-               "squeeze-pgd_spatial_uae_l0": {"preprocess": PRE["squeeze"], "net": NET}}
+    members = {"none-pgd_spatial_uae_l0k30_wide": {"preprocess": PRE["none"], "net": wide},
+               "squeeze-pgd_spatial_uae_l0k30": {"preprocess": PRE["squeeze"], "net": NET}}
     head = {"_target_": "advdefense.nets.StackerMLP", "in_features": 4, "skip": "mean"}
     spec = {"combine": "mlp", "members": members, "head": head}
     save_model(models_dir / f"{GOAL_MODEL}.ckpt", build_from_spec("ensemble", spec), "ensemble",
                GOAL_MODEL, spec)
 
 
-def full_n_overrides() -> list[str]:
-    """evaluate.py overrides of ``--full-n-worst-case`` (see the module docstring)."""
-    return ["eval.experiment=robust", f"eval.models=[{GOAL_MODEL}]", "eval.threats=[whitebox]",
+def full_n_overrides(model: str = GOAL_MODEL) -> list[str]:
+    """evaluate.py overrides of ``--full-n-worst-case`` (see the module docstring); ``model``:
+    the registry name of the integrated model to treat as the goal model."""
+    return ["eval.experiment=robust", f"eval.models=[{model}]", f"eval.full_n.models=[{model}]",
+            "eval.threats=[whitebox]",
             f"eval.only_attacks=[{','.join(FULL_N_ROWS)}]", "eval.attacks.pgd.restarts=5",
             "eval.sweep.enabled=false", "eval.certify.enabled=false",
             "eval.sanity.convergence_n=0", "eval.device=cpu"]

@@ -1,8 +1,8 @@
 """The integrated model's forward pass, plain vs fast path, in one run.
 
 The model is ``experiment=robust``'s integrated model: ``stacker_adv_mean`` over
-``none-pgd_spatial_uae_l0_wide`` (SmallCNN channels [32, 64], hidden 256, no preprocessing) and
-``squeeze-pgd_spatial_uae_l0`` (median 3x3 + 1-bit squeeze, default SmallCNN). With
+``none-pgd_spatial_uae_l0k30_wide`` (SmallCNN channels [32, 64], hidden 256, no preprocessing) and
+``squeeze-pgd_spatial_uae_l0k30`` (median 3x3 + 1-bit squeeze, default SmallCNN). With
 ``--models-dir`` holding that registry the trained entry is loaded; otherwise the same
 architecture is built with untrained (seeded) weights; speed does not depend on the weights.
 
@@ -68,8 +68,8 @@ def robust_model(models_dir: str | None) -> tuple[nn.Module, str]:
     from advdefense.preprocess import FeatureSqueeze, Identity
 
     torch.manual_seed(0)
-    members = {"none-pgd_spatial_uae_l0_wide": member_pipeline(Identity(), SmallCNN([32, 64], 256)),
-               "squeeze-pgd_spatial_uae_l0": member_pipeline(FeatureSqueeze(3, 1, True), SmallCNN())}
+    members = {"none-pgd_spatial_uae_l0k30_wide": member_pipeline(Identity(), SmallCNN([32, 64], 256)),
+               "squeeze-pgd_spatial_uae_l0k30": member_pipeline(FeatureSqueeze(3, 1, True), SmallCNN())}
     head = StackerMLP(4, [256, 256], skip="mean")
     for p in head.parameters():  # skip=mean starts the last layer at zero: give it weights
         nn.init.normal_(p, std=0.05)

@@ -54,7 +54,8 @@ def _load() -> list[float] | None:
         return None
 
 
-def forward_rate(models_dir: str, seconds: float = 10.0, batch: int = 1024) -> float:
+def forward_rate(models_dir: str, seconds: float = 10.0, batch: int = 1024,
+                 name: str = GOAL_MODEL) -> float:
     """Plain forward passes per second of the goal model on one thread (batch 1,024 test
     digits): a calibration of how fast this machine is right now (load included)."""
     import torch
@@ -65,7 +66,7 @@ def forward_rate(models_dir: str, seconds: float = 10.0, batch: int = 1024) -> f
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = load_model(model_path(models_dir, GOAL_MODEL))
+        model = load_model(model_path(models_dir, name))
         x = load_mnist67("test", root=str(ROOT / "data"))[0][:batch]
         done, start = 0, time.perf_counter()
         with torch.inference_mode():
@@ -115,7 +116,8 @@ def count_passes(counter: PassCounter) -> None:
         mod.attackable = counted
 
 
-def model_rates(models_dir: str, seconds: float = 8.0, batch: int = 256) -> dict[str, float]:
+def model_rates(models_dir: str, seconds: float = 8.0, batch: int = 256,
+                name: str = GOAL_MODEL) -> dict[str, float]:
     """Images/s of the goal model's attacked copy on one thread: ``forward`` (no gradient) and
     ``gradient`` (forward + input-gradient backward), batch ``batch`` test digits."""
     import torch
@@ -127,7 +129,7 @@ def model_rates(models_dir: str, seconds: float = 8.0, batch: int = 256) -> dict
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = attackable(load_model(model_path(models_dir, GOAL_MODEL)))
+        model = attackable(load_model(model_path(models_dir, name)))
         x = load_mnist67("test", root=str(ROOT / "data"))[0][:batch].contiguous(
             memory_format=torch.channels_last)
 
@@ -181,7 +183,7 @@ def worker(args: argparse.Namespace) -> None:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("evaluate", overrides=[
             f"paths.models_dir={args.models_dir}", f"paths.log_dir={tmp}", "eval.cache=false",
-            "eval.progress=false", *full_n_overrides()])
+            "eval.progress=false", *full_n_overrides(args.model)])
     counter = PassCounter()
     count_passes(counter)
     images, labels = load_mnist67("test", root=str(ROOT / "data"))
@@ -200,7 +202,7 @@ def worker(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - start
     rows = {f"{r['attack']}/{r['threat']}": {"n": r["n"], "correct": round(r["accuracy"] * r["n"]),
                                              "seconds": r.get("seconds")}
-            for r in out["rows"] if r["model"] == GOAL_MODEL}
+            for r in out["rows"] if r["model"] == args.model}
     result = {"shard": args.shard, "n": len(y), "wall_s": round(wall, 1),
               "threads": args.threads, "load_avg_before": load_before, "load_avg_after": _load(),
               "timings": out["meta"]["timings"], "full_n": out["meta"]["full_n"], "rows": rows,
@@ -211,6 +213,7 @@ def worker(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models-dir", required=True, help="a copy of the robust registry")
+    ap.add_argument("--model", default=GOAL_MODEL, help="the integrated model's registry name")
     ap.add_argument("--n", type=int, default=None, help="test images (default: all 1,986)")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="threads (cores) per shard")
@@ -226,10 +229,11 @@ def main() -> None:
     pin = shutil.which("taskset") is not None and args.shards * args.threads <= cores
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     procs = []
-    rate_before = forward_rate(args.models_dir)
+    rate_before = forward_rate(args.models_dir, name=args.model)
     load_before, start = _load(), time.perf_counter()
     for i in range(args.shards):
         cmd = [sys.executable, __file__, "--models-dir", str(Path(args.models_dir).resolve()),
+               "--model", args.model,
                "--shards", str(args.shards), "--threads", str(args.threads), "--shard", str(i),
                "--worker-out", str(tmp / f"shard{i}.json")]
         if args.n:
@@ -251,7 +255,7 @@ def main() -> None:
     for c in combined.values():
         c["accuracy"] = round(c["correct"] / c["n"], 4) if c["n"] else None
         c["seconds"] = round(c["seconds"], 1)
-    rates = model_rates(args.models_dir)
+    rates = model_rates(args.models_dir, name=args.model)
     n_done = sum(s["n"] for s in shards)
     passes = {k: sum(s.get("passes", {}).get(k, 0) for s in shards)
               for k in ("forward", "gradient")}
@@ -267,7 +271,7 @@ def main() -> None:
            "max_shard_wall_s": max((s["wall_s"] for s in shards), default=None),
            "load_avg_before": load_before, "load_avg_after": _load(),
            "forward_img_per_s_1thread": {"before": rate_before,
-                                         "after": forward_rate(args.models_dir)},
+                                         "after": forward_rate(args.models_dir, name=args.model)},
            "combined": combined, "model_floor": model_floor, "per_shard": shards,
            "stderr_tail": {i: (tmp / f"shard{i}.err").read_text()[-1500:]
                            for i, c in enumerate(codes) if c}}

@@ -218,3 +218,13 @@ def test_the_l0_mix_is_pgd_spatial_uae_plus_a_sparse_pgd_quarter():
     sparse = l0["defenses"][3]
     assert sparse["attack"]["class"].endswith("SparsePGD") and sparse["attack"]["k"] == 20
     assert _built("defense", "sparse_pgd20") == sparse
+
+
+def test_the_k30_mix_differs_from_the_l0_mix_only_in_the_sparse_budget():
+    """defense=pgd_spatial_uae_l0k30: the same four parts and weights, sparse PGD at k = 30."""
+    k30 = _built("defense", "pgd_spatial_uae_l0k30")
+    l0 = _built("defense", "pgd_spatial_uae_l0")
+    assert k30["defenses"][:3] == l0["defenses"][:3]
+    assert k30["defenses"][3]["attack"]["k"] == 30
+    k30["defenses"][3]["attack"]["k"] = 20
+    assert k30 == l0
