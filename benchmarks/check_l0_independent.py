@@ -3,7 +3,9 @@
 Runs our Sparse-RS (k = 20, 10,000 queries) and torchattacks' query-based L0 attacks (``Pixle``,
 Pujol et al. 2022, and ``OnePixel(pixels=k)``, Su et al. 2019; torchattacks 3.5.1, unmodified) on
 the same stratified test digits of one model, and reports each accuracy and the per-image worst
-case (a digit counts as robust only if every attack failed on it).
+case (a digit counts as robust only if every attack failed on it). The JSON keeps the per-image
+outcomes (``images``: test-set index, label, and which attacks fooled each digit), so a worst
+case with other attacks on the same digits can be computed later.
 
 The pixel budget for the torchattacks attacks: they query the model through an oracle that
 projects every queried image onto the k-pixel L0 ball around the original (keep the k largest
@@ -177,10 +179,12 @@ def main() -> None:
              "mean_queries": round(float(res.queries.double().mean()), 1)}]
     print(json.dumps(rows[-1]), flush=True)
     worst = ours.clone()
+    fooled_by = {"clean": clean, "sparse_rs": ours}
     for attack in args.attacks + [None]:
         if attack is not None:
             row = run_torchattack(attack, model, x, y, args)
             theirs = row.pop("fooled") | clean
+            fooled_by[attack] = theirs
             worst |= theirs
             row["fooled_not_by_ours"] = int((theirs & ~ours).sum())
             rows.append(row)
@@ -191,7 +195,9 @@ def main() -> None:
                "machine": platform.platform(), "torchattacks": torchattacks.__version__,
                "command": " ".join(sys.argv), "args": vars(args), "rows": done,
                "complete": attack is None, "independent_within_0.01":
-               all(r["accuracy"] >= rows[1]["accuracy"] - 0.01 for r in rows[2:])}
+               all(r["accuracy"] >= rows[1]["accuracy"] - 0.01 for r in rows[2:]),
+               "images": {"index": idx.tolist(), "label": y.cpu().tolist(),
+                          "fooled": {a: f.tolist() for a, f in fooled_by.items()}}}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")  # after every attack
     print(json.dumps(done[-1]))

@@ -56,3 +56,31 @@ def test_full_n_floor_counts_attack_passes_and_scales_them_to_the_test_set() -> 
     assert out["floor_s"] == 20.0 and out["floor_s_per_image"] == 2.0
     assert out["passes_per_image"] == {"forward": 100.0, "gradient": 50.0}
     assert out["floor_min_1986_on_2_cores"] == round(2.0 * 1986 / 2 / 60, 1)
+
+
+def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, data_dir) -> None:
+    """check_l0_independent.py writes, per digit, which attacks fooled it; the JSON's accuracies
+    are those outcomes' means, so a worst case with other attacks can be formed later."""
+    import json
+    import subprocess
+    import sys
+
+    bench = _bench("bench_l0_training")
+    torch.manual_seed(0)
+    state = tmp_path / "member.pt"
+    torch.save(bench.make_model(narrow=True).state_dict(), state)
+    out = tmp_path / "l0.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
+                    "--state-dict", str(state), "--narrow", "--n", "6", "--queries", "40",
+                    "--attacks", "--data", str(data_dir), "--out", str(out)],
+                   check=True, cwd=tmp_path, capture_output=True)
+    res = json.loads(out.read_text())
+    images = res["images"]
+    assert len(images["index"]) == len(set(images["index"])) == 6 == res["n"]
+    assert sorted(images["label"]) == [0, 0, 0, 1, 1, 1]          # stratified
+    fooled = images["fooled"]
+    assert set(fooled) == {"clean", "sparse_rs"}
+    assert all(not c or s for c, s in zip(fooled["clean"], fooled["sparse_rs"], strict=True))
+    rows = {r["attack"]: r["accuracy"] for r in res["rows"]}
+    assert rows["clean"] == round(1 - sum(fooled["clean"]) / 6, 4)
+    assert rows["per-image worst case"] == round(1 - sum(fooled["sparse_rs"]) / 6, 4)
