@@ -17,7 +17,10 @@ measured without waiting hours: on a machine with 16 idle cores, 8 shards of 2 c
 
 Writes ``benchmarks/results/eval_full_n_sharded.json`` (``--out``): per shard wall time, load
 averages, stage times, rows (n, correct, seconds) and the cascade's extra images; combined: the
-summed wall time and the worst cases' accuracy on the union of the shards.
+summed wall time and the worst cases' accuracy on the union of the shards. Every row also keeps
+the test-set indices of the digits it fooled (``fooled``; per shard also ``covered`` for a
+budgeted row), so a worst case with attacks run elsewhere on the same digits can be formed
+(``check_l0_independent.py --worst-with``).
 
 **The model-time floor.** Each shard counts the images its attacks pass through the goal model
 (a forward hook on every attacked copy and on the predicting model): ``forward`` (no input
@@ -52,6 +55,14 @@ def _load() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
+
+
+def per_image(cell, part) -> dict[str, list[int] | None]:
+    """A cell's per-image outcome in test-set indices: ``fooled`` (the digits it broke) and
+    ``covered`` (the digits it answers for; None = every digit of the shard)."""
+    test = [int(part[p]) for p in cell.positions]
+    fooled = [t for t, ok in zip(test, cell.correct.tolist(), strict=True) if not ok]
+    return {"fooled": sorted(fooled), "covered": None if cell.n == len(part) else sorted(test)}
 
 
 def forward_rate(models_dir: str, seconds: float = 10.0, batch: int = 1024,
@@ -203,6 +214,9 @@ def worker(args: argparse.Namespace) -> None:
     rows = {f"{r['attack']}/{r['threat']}": {"n": r["n"], "correct": round(r["accuracy"] * r["n"]),
                                              "seconds": r.get("seconds")}
             for r in out["rows"] if r["model"] == args.model}
+    for cell in out["cells"]:
+        if cell.model == args.model and f"{cell.attack}/{cell.threat}" in rows:
+            rows[f"{cell.attack}/{cell.threat}"] |= per_image(cell, part)
     result = {"shard": args.shard, "n": len(y), "wall_s": round(wall, 1),
               "threads": args.threads, "load_avg_before": load_before, "load_avg_after": _load(),
               "timings": out["meta"]["timings"], "full_n": out["meta"]["full_n"], "rows": rows,
@@ -248,10 +262,11 @@ def main() -> None:
     combined: dict[str, dict[str, float]] = {}
     for s in shards:
         for key, r in s["rows"].items():
-            c = combined.setdefault(key, {"n": 0, "correct": 0, "seconds": 0.0})
+            c = combined.setdefault(key, {"n": 0, "correct": 0, "seconds": 0.0, "fooled": []})
             c["n"] += r["n"]
             c["correct"] += r["correct"]
             c["seconds"] += r["seconds"] or 0.0
+            c["fooled"] = sorted(c["fooled"] + r.get("fooled", []))
     for c in combined.values():
         c["accuracy"] = round(c["correct"] / c["n"], 4) if c["n"] else None
         c["seconds"] = round(c["seconds"], 1)

@@ -4,8 +4,9 @@ Runs our Sparse-RS (k = 20, 10,000 queries) and torchattacks' query-based L0 att
 Pujol et al. 2022, and ``OnePixel(pixels=k)``, Su et al. 2019; torchattacks 3.5.1, unmodified) on
 the same stratified test digits of one model, and reports each accuracy and the per-image worst
 case (a digit counts as robust only if every attack failed on it). The JSON keeps the per-image
-outcomes (``images``: test-set index, label, and which attacks fooled each digit), so a worst
-case with other attacks on the same digits can be computed later.
+outcomes (``images``: test-set index, label, and which attacks fooled each digit). With
+``--worst-with`` (the JSON of ``bench_full_n.py`` on all test digits of the same model), it also
+reports the worst case over these attacks *and* the white-box worst case on the same digits.
 
 The pixel budget for the torchattacks attacks: they query the model through an oracle that
 projects every queried image onto the k-pixel L0 ball around the original (keep the k largest
@@ -125,6 +126,22 @@ def run_torchattack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tenso
             "mean_queries": round(float(np.mean(queries)), 1), "fooled": f}
 
 
+def whitebox_fooled(path: str, model: str, n_test: int, idx) -> torch.Tensor:
+    """(len(idx),) bool: the white-box worst case of ``bench_full_n.py``'s JSON fooled the digit.
+
+    The JSON must come from the same model on every test digit (its worst case covers all)."""
+    bench = json.loads(Path(path).read_text())
+    if f"--model {model}" not in bench.get("command", "") and model != "stacker_adv_mean":
+        raise SystemExit(f"{path} is not a run on {model!r}: {bench.get('command')}")
+    row = bench["combined"].get("worst_case/whitebox")
+    if row is None or "fooled" not in row:
+        raise SystemExit(f"{path} has no per-image white-box worst case (rerun bench_full_n.py)")
+    if row["n"] != n_test:
+        raise SystemExit(f"{path} covers {row['n']} digits, not all {n_test} test digits")
+    fooled = set(row["fooled"])
+    return torch.tensor([int(i) in fooled for i in idx], dtype=torch.bool)
+
+
 def load(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """The model to check and its name."""
     if args.state_dict:
@@ -159,12 +176,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", default=str(ROOT / "data"))
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--worst-with", default=None,
+                    help="bench_full_n.py JSON of the same model on all test digits: add the "
+                         "worst case with its white-box worst case")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "l0_independent.json"))
     args = ap.parse_args()
 
     model, name = load(args)
     xte, yte = load_mnist67("test", args.data)
     idx = stratified_sample(yte, args.n, seed=0)
+    whitebox = whitebox_fooled(args.worst_with, name, len(yte), idx) if args.worst_with else None
     x, y = xte[idx].to(args.device), yte[idx].to(args.device)
     with torch.no_grad():
         clean = (model(x).argmax(1) != y).cpu()
@@ -191,13 +212,19 @@ def main() -> None:
             print(json.dumps(row), flush=True)
         done = rows + [{"attack": "per-image worst case",
                         "accuracy": round(1 - float(worst.float().mean()), 4)}]
+        if whitebox is not None:
+            done.append({"attack": "per-image worst case with the white-box worst case "
+                                   f"({args.worst_with})",
+                         "accuracy": round(1 - float((worst | whitebox).float().mean()), 4),
+                         "whitebox_alone": round(1 - float(whitebox.float().mean()), 4)})
         out = {"model": name, "n": len(y), "k": args.k, "device": str(args.device),
                "machine": platform.platform(), "torchattacks": torchattacks.__version__,
                "command": " ".join(sys.argv), "args": vars(args), "rows": done,
                "complete": attack is None, "independent_within_0.01":
                all(r["accuracy"] >= rows[1]["accuracy"] - 0.01 for r in rows[2:]),
                "images": {"index": idx.tolist(), "label": y.cpu().tolist(),
-                          "fooled": {a: f.tolist() for a, f in fooled_by.items()}}}
+                          "fooled": {a: f.tolist() for a, f in fooled_by.items()}
+                          | ({} if whitebox is None else {"whitebox_worst": whitebox.tolist()})}}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")  # after every attack
     print(json.dumps(done[-1]))

@@ -69,18 +69,43 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     torch.manual_seed(0)
     state = tmp_path / "member.pt"
     torch.save(bench.make_model(narrow=True).state_dict(), state)
+    from advdefense.data import load_mnist67
+    from advdefense.sampling import stratified_sample
+
+    _, labels = load_mnist67("test", str(data_dir))
+    first = int(stratified_sample(labels, 6, seed=0)[0])
+    bench_json = tmp_path / "full_n.json"     # a bench_full_n.py run whose worst case broke one
+    bench_json.write_text(json.dumps({"command": "bench_full_n.py --model member", "combined": {
+        "worst_case/whitebox": {"n": len(labels), "fooled": [first]}}}))
     out = tmp_path / "l0.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
                     "--state-dict", str(state), "--narrow", "--n", "6", "--queries", "40",
-                    "--attacks", "--data", str(data_dir), "--out", str(out)],
+                    "--attacks", "--data", str(data_dir), "--out", str(out),
+                    "--worst-with", str(bench_json)],
                    check=True, cwd=tmp_path, capture_output=True)
     res = json.loads(out.read_text())
     images = res["images"]
     assert len(images["index"]) == len(set(images["index"])) == 6 == res["n"]
     assert sorted(images["label"]) == [0, 0, 0, 1, 1, 1]          # stratified
     fooled = images["fooled"]
-    assert set(fooled) == {"clean", "sparse_rs"}
+    assert set(fooled) == {"clean", "sparse_rs", "whitebox_worst"}
+    assert fooled["whitebox_worst"] == [i == first for i in images["index"]]
+    both = [a or b for a, b in zip(fooled["sparse_rs"], fooled["whitebox_worst"], strict=True)]
+    assert res["rows"][-1]["accuracy"] == round(1 - sum(both) / 6, 4)
+    assert res["rows"][-1]["whitebox_alone"] == round(5 / 6, 4)
     assert all(not c or s for c, s in zip(fooled["clean"], fooled["sparse_rs"], strict=True))
     rows = {r["attack"]: r["accuracy"] for r in res["rows"]}
     assert rows["clean"] == round(1 - sum(fooled["clean"]) / 6, 4)
     assert rows["per-image worst case"] == round(1 - sum(fooled["sparse_rs"]) / 6, 4)
+
+
+def test_full_n_rows_keep_the_test_indices_of_the_digits_they_fooled() -> None:
+    from advdefense.evaluation.cells import Cell
+
+    bench = _bench("bench_full_n")
+    part = [10, 20, 30, 40]                      # a shard's test-set indices
+    full = Cell("m", "fgsm", "whitebox", labels=[0, 1, 0, 1], pred=[0, 0, 1, 1], conf=[1.0] * 4)
+    assert bench.per_image(full, part) == {"fooled": [20, 30], "covered": None}
+    budget = Cell("m", "pgd", "whitebox", labels=[0, 1], pred=[1, 1], conf=[1.0] * 2,
+                  index=[3, 1])
+    assert bench.per_image(budget, part) == {"fooled": [40], "covered": [20, 40]}
