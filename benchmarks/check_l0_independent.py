@@ -131,8 +131,9 @@ def whitebox_fooled(path: str, model: str, n_test: int, idx) -> torch.Tensor:
 
     The JSON must come from the same model on every test digit (its worst case covers all)."""
     bench = json.loads(Path(path).read_text())
-    if f"--model {model}" not in bench.get("command", "") and model != "stacker_adv_mean":
-        raise SystemExit(f"{path} is not a run on {model!r}: {bench.get('command')}")
+    ran_on = {m for shard in bench.get("per_shard", []) for m in shard["full_n"]["models"]}
+    if model not in ran_on:
+        raise SystemExit(f"{path} is a run on {sorted(ran_on)}, not on {model!r}")
     row = bench["combined"].get("worst_case/whitebox")
     if row is None or "fooled" not in row:
         raise SystemExit(f"{path} has no per-image white-box worst case (rerun bench_full_n.py)")

@@ -75,8 +75,9 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     _, labels = load_mnist67("test", str(data_dir))
     first = int(stratified_sample(labels, 6, seed=0)[0])
     bench_json = tmp_path / "full_n.json"     # a bench_full_n.py run whose worst case broke one
-    bench_json.write_text(json.dumps({"command": "bench_full_n.py --model member", "combined": {
-        "worst_case/whitebox": {"n": len(labels), "fooled": [first]}}}))
+    bench_json.write_text(json.dumps({
+        "per_shard": [{"full_n": {"models": ["member"]}}],
+        "combined": {"worst_case/whitebox": {"n": len(labels), "fooled": [first]}}}))
     out = tmp_path / "l0.json"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
                     "--state-dict", str(state), "--narrow", "--n", "6", "--queries", "40",
