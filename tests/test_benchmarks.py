@@ -110,3 +110,19 @@ def test_full_n_rows_keep_the_test_indices_of_the_digits_they_fooled() -> None:
     budget = Cell("m", "pgd", "whitebox", labels=[0, 1], pred=[1, 1], conf=[1.0] * 2,
                   index=[3, 1])
     assert bench.per_image(budget, part) == {"fooled": [40], "covered": [20, 40]}
+
+
+def test_l0_check_refuses_a_full_n_run_of_another_model(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    bench = _bench("check_l0_independent")
+    path = tmp_path / "full_n.json"
+    path.write_text(json.dumps({"per_shard": [{"full_n": {"models": ["other"]}}], "combined": {
+        "worst_case/whitebox": {"n": 10, "fooled": [3]}}}))
+    with pytest.raises(SystemExit, match="not on 'member'"):
+        bench.whitebox_fooled(str(path), "member", 10, [1, 3])
+    assert bench.whitebox_fooled(str(path), "other", 10, [1, 3]).tolist() == [False, True]
+    with pytest.raises(SystemExit, match="not all 12"):
+        bench.whitebox_fooled(str(path), "other", 12, [1, 3])
