@@ -7,6 +7,8 @@ case (a digit counts as robust only if every attack failed on it). The JSON keep
 outcomes (``images``: test-set index, label, and which attacks fooled each digit). With
 ``--worst-with`` (the JSON of ``bench_full_n.py`` on all test digits of the same model), it also
 reports the worst case over these attacks *and* the white-box worst case on the same digits.
+``--rejoin <an earlier JSON of this script> --worst-with <bench_full_n JSON>`` forms that worst
+case from the earlier run's per-image outcomes without running any attack again.
 
 The pixel budget for the torchattacks attacks: they query the model through an oracle that
 projects every queried image onto the k-pixel L0 ball around the original (keep the k largest
@@ -19,6 +21,9 @@ pixels and would exceed k without the projection. Raw (unprojected) L0 counts ar
     # a registry model (e.g. the robust experiment's integrated model)
     python benchmarks/check_l0_independent.py --models-dir models/robust \\
         --model stacker_adv_mean --n 100
+    # the worst case with a white-box run, from an earlier run's outcomes (no attack rerun)
+    python benchmarks/check_l0_independent.py --rejoin benchmarks/results/sparse_rs.json \\
+        --worst-with benchmarks/results/eval_full_n.json --out /tmp/joined.json
     # a member state dict written by bench_l0_training.py --save-dir
     python benchmarks/check_l0_independent.py --state-dict /tmp/m/pgd_spatial_uae.pt --n 100
 
@@ -143,6 +148,43 @@ def whitebox_fooled(path: str, model: str, n_test: int, idx) -> torch.Tensor:
     return torch.tensor([int(i) in fooled for i in idx], dtype=torch.bool)
 
 
+def with_whitebox(worst: torch.Tensor, whitebox: torch.Tensor, source: str) -> dict:
+    """The row of the per-image worst case over ``worst`` (query-only, (n,) bool: fooled) and the
+    white-box worst case ``whitebox`` ((n,) bool) from the JSON ``source``."""
+    return {"attack": f"per-image worst case with the white-box worst case ({source})",
+            "accuracy": round(1 - float((worst | whitebox).float().mean()), 4),
+            "whitebox_alone": round(1 - float(whitebox.float().mean()), 4)}
+
+
+def rejoin(args: argparse.Namespace) -> None:
+    """Join an earlier, complete run of this script (``args.rejoin``) to ``args.worst_with``.
+
+    No attack runs: the earlier run's per-image outcomes are or-ed with the white-box worst case
+    of the same model on the same digits, and the earlier JSON is written out with that row."""
+    if not args.worst_with:
+        raise SystemExit("--rejoin needs --worst-with (a bench_full_n.py JSON of the same model)")
+    prev = json.loads(Path(args.rejoin).read_text())
+    if not prev.get("complete") or "images" not in prev:
+        raise SystemExit(f"{args.rejoin} is not a complete run of this script with per-image "
+                         "outcomes; rerun it")
+    if args.model and args.model != prev["model"]:
+        raise SystemExit(f"{args.rejoin} is a run on {prev['model']!r}, not on {args.model!r}")
+    _, yte = load_mnist67("test", args.data)
+    images = prev["images"]
+    whitebox = whitebox_fooled(args.worst_with, prev["model"], len(yte), images["index"])
+    fooled = {a: torch.tensor(f, dtype=torch.bool) for a, f in images["fooled"].items()
+              if a != "whitebox_worst"}
+    worst = torch.stack(list(fooled.values())).any(0)
+    rows = [r for r in prev["rows"] if "with the white-box worst case" not in r["attack"]]
+    rows.append(with_whitebox(worst, whitebox, args.worst_with))
+    out = prev | {"rows": rows, "rejoined": {"from": args.rejoin, "command": " ".join(sys.argv)},
+                  "images": images | {"fooled": {a: f.tolist() for a, f in fooled.items()}
+                                      | {"whitebox_worst": whitebox.tolist()}}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
+    print(json.dumps(rows[-1]))
+
+
 def load(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """The model to check and its name."""
     if args.state_dict:
@@ -180,8 +222,14 @@ def main() -> None:
     ap.add_argument("--worst-with", default=None,
                     help="bench_full_n.py JSON of the same model on all test digits: add the "
                          "worst case with its white-box worst case")
+    ap.add_argument("--rejoin", default=None,
+                    help="an earlier complete JSON of this script: join it to --worst-with "
+                         "without running any attack")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "l0_independent.json"))
     args = ap.parse_args()
+    if args.rejoin:
+        rejoin(args)
+        return
 
     model, name = load(args)
     xte, yte = load_mnist67("test", args.data)
@@ -214,10 +262,7 @@ def main() -> None:
         done = rows + [{"attack": "per-image worst case",
                         "accuracy": round(1 - float(worst.float().mean()), 4)}]
         if whitebox is not None:
-            done.append({"attack": "per-image worst case with the white-box worst case "
-                                   f"({args.worst_with})",
-                         "accuracy": round(1 - float((worst | whitebox).float().mean()), 4),
-                         "whitebox_alone": round(1 - float(whitebox.float().mean()), 4)})
+            done.append(with_whitebox(worst, whitebox, args.worst_with))
         out = {"model": name, "n": len(y), "k": args.k, "device": str(args.device),
                "machine": platform.platform(), "torchattacks": torchattacks.__version__,
                "command": " ".join(sys.argv), "args": vars(args), "rows": done,

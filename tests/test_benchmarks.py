@@ -99,6 +99,31 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     assert rows["clean"] == round(1 - sum(fooled["clean"]) / 6, 4)
     assert rows["per-image worst case"] == round(1 - sum(fooled["sparse_rs"]) / 6, 4)
 
+    # --rejoin: the same outcomes joined to another white-box run, with no attack rerun
+    second = images["index"][-1]
+    bench_json.write_text(json.dumps({
+        "per_shard": [{"full_n": {"models": ["member"]}}],
+        "combined": {"worst_case/whitebox": {"n": len(labels), "fooled": [first, second]}}}))
+    joined = tmp_path / "joined.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
+                          "--rejoin", str(out), "--worst-with", str(bench_json),
+                          "--data", str(data_dir), "--out", str(joined)],
+                         check=True, cwd=tmp_path, capture_output=True, text=True)
+    again = json.loads(joined.read_text())
+    wb = [i in (first, second) for i in images["index"]]
+    assert again["images"]["fooled"]["whitebox_worst"] == wb
+    assert again["images"]["fooled"]["sparse_rs"] == fooled["sparse_rs"]
+    assert again["rows"][:-1] == res["rows"][:-1]          # the attacks' rows are kept as run
+    both = [a or b for a, b in zip(fooled["sparse_rs"], wb, strict=True)]
+    assert again["rows"][-1]["accuracy"] == round(1 - sum(both) / 6, 4)
+    assert again["rows"][-1]["whitebox_alone"] == round(4 / 6, 4)
+    assert json.loads(run.stdout.strip().splitlines()[-1]) == again["rows"][-1]
+    refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
+                              "--rejoin", str(out), "--worst-with", str(bench_json),
+                              "--model", "other", "--data", str(data_dir), "--out", str(joined)],
+                             cwd=tmp_path, capture_output=True, text=True)
+    assert refused.returncode != 0 and "not on 'other'" in refused.stderr
+
 
 def test_full_n_rows_keep_the_test_indices_of_the_digits_they_fooled() -> None:
     from advdefense.evaluation.cells import Cell
