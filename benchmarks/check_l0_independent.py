@@ -10,6 +10,11 @@ reports the worst case over these attacks *and* the white-box worst case on the 
 ``--rejoin <an earlier JSON of this script> --worst-with <bench_full_n JSON>`` forms that worst
 case from the earlier run's per-image outcomes without running any attack again.
 
+All 1,986 digits on a few cores: ``--skip-done <earlier JSONs>`` leaves out the digits those runs
+covered and ``--shard I/N`` keeps every N-th of the rest; run one process per shard, then
+``--merge <JSONs>`` joins runs of the same model and settings on disjoint digits into one JSON
+(rows recomputed from the per-image outcomes; seconds summed; ``--worst-with`` applies).
+
 The pixel budget for the torchattacks attacks: they query the model through an oracle that
 projects every queried image onto the k-pixel L0 ball around the original (keep the k largest
 changes, :func:`advdefense.attacks.sparse_pgd.project_l0`), so every query they make is a valid
@@ -24,6 +29,11 @@ pixels and would exceed k without the projection. Raw (unprojected) L0 counts ar
     # the worst case with a white-box run, from an earlier run's outcomes (no attack rerun)
     python benchmarks/check_l0_independent.py --rejoin benchmarks/results/sparse_rs.json \\
         --worst-with benchmarks/results/eval_full_n.json --out /tmp/joined.json
+    # every test digit: the 1,586 outside an earlier n=400 run, in two processes, then one JSON
+    python benchmarks/check_l0_independent.py --models-dir models/robust --model stacker_adv_mean \\
+        --n 1986 --attacks --skip-done n400.json --shard 0/2 --out part0.json   # and 1/2
+    python benchmarks/check_l0_independent.py --merge n400.json part0.json part1.json \\
+        --worst-with eval_full_n.json --out all.json
     # a member state dict written by bench_l0_training.py --save-dir
     python benchmarks/check_l0_independent.py --state-dict /tmp/m/pgd_spatial_uae.pt --n 100
 
@@ -185,6 +195,106 @@ def rejoin(args: argparse.Namespace) -> None:
     print(json.dumps(rows[-1]))
 
 
+SETTINGS = ("model", "k")                     # what runs joined by --merge must share
+
+
+def _same_settings(runs: list[dict], paths: list[str]) -> None:
+    for run, path in zip(runs, paths, strict=True):
+        if not run.get("complete") or "images" not in run:
+            raise SystemExit(f"{path} is not a complete run of this script with per-image "
+                             "outcomes; rerun it")
+        mine, first = (
+            {key: r[key] for key in SETTINGS} | {"queries": r["args"]["queries"], "attacks": sorted(
+                set(r["images"]["fooled"]) - {"whitebox_worst"})} for r in (run, runs[0]))
+        if mine != first:
+            raise SystemExit(f"{path} was run with {mine}, {paths[0]} with {first}: "
+                             "--merge joins runs of one model and settings only")
+
+
+def _merged_row(rows: list[dict], fooled: torch.Tensor | None, counts: list[int]) -> dict:
+    """One row from the same row of several runs: accuracy from the joined outcomes ``fooled``
+    ((n,) bool), ``max_*`` the largest, ``mean_*`` weighted by each run's ``counts``, other
+    numbers summed."""
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if key == "accuracy" or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        values = [r[key] for r in rows]
+        if key.startswith("max_"):
+            out[key] = max(values)
+        elif key.startswith("mean_"):
+            out[key] = round(sum(v * c for v, c in zip(values, counts, strict=True))
+                             / sum(counts), 1)
+        else:
+            out[key] = round(sum(values), 1) if isinstance(value, float) else sum(values)
+    if fooled is not None:
+        out["accuracy"] = round(1 - float(fooled.float().mean()), 4)
+    return out
+
+
+def merge(args: argparse.Namespace) -> None:
+    """Join complete runs of this script on disjoint digits (``args.merge``) into one JSON."""
+    runs = [json.loads(Path(path).read_text()) for path in args.merge]
+    _same_settings(runs, args.merge)
+    index = [i for run in runs for i in run["images"]["index"]]
+    if len(set(index)) != len(index):
+        raise SystemExit("the runs to --merge share digits; give runs on disjoint digits "
+                         "(--skip-done, --shard)")
+    keys = [a for a in runs[0]["images"]["fooled"] if a != "whitebox_worst"]
+    fooled = {a: torch.tensor([f for run in runs for f in run["images"]["fooled"][a]],
+                              dtype=torch.bool) for a in keys}
+    counts = [run["n"] for run in runs]
+    by_row = {"clean": "clean", "ours": "sparse_rs"}
+    rows = []
+    for j, row in enumerate(runs[0]["rows"]):
+        if row["attack"].startswith("per-image worst case"):
+            continue
+        name = row["attack"].split(":")[0].removeprefix("torchattacks.")
+        parts = [run["rows"][j] for run in runs]
+        if any(r["attack"] != row["attack"] for r in parts):
+            raise SystemExit(f"the runs' row {j} differ: {[r['attack'] for r in parts]}")
+        rows.append(_merged_row(parts, fooled[by_row.get(name, name)], counts))
+    worst = torch.stack(list(fooled.values())).any(0)
+    rows.append({"attack": "per-image worst case",
+                 "accuracy": round(1 - float(worst.float().mean()), 4)})
+    images = {"index": index, "label": [v for run in runs for v in run["images"]["label"]],
+              "fooled": {a: f.tolist() for a, f in fooled.items()}}
+    if args.worst_with:
+        _, yte = load_mnist67("test", args.data)
+        whitebox = whitebox_fooled(args.worst_with, runs[0]["model"], len(yte), index)
+        rows.append(with_whitebox(worst, whitebox, args.worst_with))
+        images["fooled"]["whitebox_worst"] = whitebox.tolist()
+    sparse_rs = rows[1]["accuracy"]
+    out = runs[0] | {"n": len(index), "rows": rows, "images": images, "command": " ".join(sys.argv),
+                     "merged": {"from": args.merge, "n": counts,
+                                "commands": [run["command"] for run in runs]},
+                     "independent_within_0.01": all(r["accuracy"] >= sparse_rs - 0.01
+                                                    for r in rows[2:-1 - bool(args.worst_with)])}
+    out.pop("shard", None)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
+    for row in rows:
+        print(json.dumps(row))
+
+
+def select_digits(labels: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+    """Test-set indices to attack: ``--n`` stratified, less ``--skip-done``, then ``--shard``."""
+    idx = torch.as_tensor(stratified_sample(labels, args.n, seed=0))
+    if args.skip_done:
+        done = {int(i) for path in args.skip_done
+                for i in json.loads(Path(path).read_text())["images"]["index"]}
+        idx = idx[torch.tensor([int(i) not in done for i in idx], dtype=torch.bool)]
+    if args.shard:
+        try:
+            part, parts = (int(v) for v in args.shard.split("/"))
+            if not 0 <= part < parts:
+                raise ValueError
+        except ValueError:
+            raise SystemExit(f"--shard {args.shard!r}: give I/N with 0 <= I < N, e.g. 0/2") from None
+        idx = idx[part::parts]
+    return idx
+
+
 def load(args: argparse.Namespace) -> tuple[nn.Module, str]:
     """The model to check and its name."""
     if args.state_dict:
@@ -225,15 +335,24 @@ def main() -> None:
     ap.add_argument("--rejoin", default=None,
                     help="an earlier complete JSON of this script: join it to --worst-with "
                          "without running any attack")
+    ap.add_argument("--skip-done", nargs="*", default=[],
+                    help="earlier JSONs of this script: leave out the digits they covered")
+    ap.add_argument("--shard", default=None, help="I/N: keep every N-th digit from the I-th")
+    ap.add_argument("--merge", nargs="*", default=[],
+                    help="complete JSONs of this script on disjoint digits: join them into one "
+                         "(--out), without running any attack")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "l0_independent.json"))
     args = ap.parse_args()
+    if args.merge:
+        merge(args)
+        return
     if args.rejoin:
         rejoin(args)
         return
 
     model, name = load(args)
     xte, yte = load_mnist67("test", args.data)
-    idx = stratified_sample(yte, args.n, seed=0)
+    idx = select_digits(yte, args)
     whitebox = whitebox_fooled(args.worst_with, name, len(yte), idx) if args.worst_with else None
     x, y = xte[idx].to(args.device), yte[idx].to(args.device)
     with torch.no_grad():
@@ -264,6 +383,7 @@ def main() -> None:
         if whitebox is not None:
             done.append(with_whitebox(worst, whitebox, args.worst_with))
         out = {"model": name, "n": len(y), "k": args.k, "device": str(args.device),
+               "shard": args.shard,
                "machine": platform.platform(), "torchattacks": torchattacks.__version__,
                "command": " ".join(sys.argv), "args": vars(args), "rows": done,
                "complete": attack is None, "independent_within_0.01":

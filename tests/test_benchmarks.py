@@ -124,6 +124,40 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
                              cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and "not on 'other'" in refused.stderr
 
+    # --skip-done + --shard: the rest of 10 digits in two processes; --merge joins all three runs
+    script = [sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
+              "--state-dict", str(state), "--narrow", "--n", "10", "--queries", "40",
+              "--attacks", "--data", str(data_dir), "--skip-done", str(out)]
+    for part in (0, 1):
+        subprocess.run(script + ["--shard", f"{part}/2", "--out", str(tmp_path / f"p{part}.json")],
+                       check=True, cwd=tmp_path, capture_output=True)
+    parts = [json.loads((tmp_path / f"p{part}.json").read_text()) for part in (0, 1)]
+    rest = [i for i in stratified_sample(labels, 10, seed=0).tolist() if i not in images["index"]]
+    assert parts[0]["images"]["index"] == rest[0::2] and parts[1]["images"]["index"] == rest[1::2]
+    merged = tmp_path / "all.json"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
+                    "--merge", str(out), str(tmp_path / "p0.json"), str(tmp_path / "p1.json"),
+                    "--worst-with", str(bench_json), "--data", str(data_dir), "--out", str(merged)],
+                   check=True, cwd=tmp_path, capture_output=True)
+    m = json.loads(merged.read_text())
+    runs = [res] + parts
+    assert m["images"]["index"] == images["index"] + rest[0::2] + rest[1::2]
+    assert m["n"] == 6 + len(rest) == len(set(images["index"] + rest))
+    srs = [f for r in runs for f in r["images"]["fooled"]["sparse_rs"]]
+    assert m["images"]["fooled"]["sparse_rs"] == srs
+    rows = {r["attack"].split(":")[0]: r for r in m["rows"]}
+    assert rows["ours"]["accuracy"] == round(1 - sum(srs) / m["n"], 4)
+    assert rows["ours"]["seconds"] == round(sum(r["rows"][1]["seconds"] for r in runs), 1)
+    assert rows["ours"]["max_l0"] == max(r["rows"][1]["max_l0"] for r in runs) <= 20
+    wb = [i in (first, second) for i in m["images"]["index"]]
+    either = [a or b for a, b in zip(srs, wb, strict=True)]
+    assert m["rows"][-1]["accuracy"] == round(1 - sum(either) / m["n"], 4)
+    clash = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
+                            "--merge", str(out), str(out), "--data", str(data_dir),
+                            "--out", str(tmp_path / "x.json")],
+                           cwd=tmp_path, capture_output=True, text=True)
+    assert clash.returncode != 0 and "share digits" in clash.stderr
+
 
 def test_full_n_rows_keep_the_test_indices_of_the_digits_they_fooled() -> None:
     from advdefense.evaluation.cells import Cell
