@@ -44,10 +44,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval import GOAL_MODEL, full_n_overrides  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _load() -> list[float] | None:
@@ -55,6 +59,25 @@ def _load() -> list[float] | None:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
         return None
+
+
+def whitebox_fooled(path: str, model: str, n_test: int, idx) -> torch.Tensor:
+    """(len(idx),) bool: the white-box worst case of ``bench_full_n.py``'s JSON fooled the digit.
+
+    The JSON must come from the same model on every test digit (its worst case covers all)."""
+    bench = json.loads(Path(path).read_text())
+    ran_on = {m for shard in bench.get("per_shard", []) for m in shard["full_n"]["models"]}
+    if model not in ran_on:
+        raise SystemExit(f"{path} is a run on {sorted(ran_on)}, not on {model!r}")
+    row = bench["combined"].get("worst_case/whitebox")
+    if row is None or "fooled" not in row:
+        raise SystemExit(f"{path} has no per-image white-box worst case (rerun bench_full_n.py)")
+    if row["n"] != n_test:
+        raise SystemExit(f"{path} covers {row['n']} digits, not all {n_test} test digits")
+    fooled = set(row["fooled"])
+    import torch
+
+    return torch.tensor([int(i) in fooled for i in idx], dtype=torch.bool)
 
 
 def per_image(cell, part) -> dict[str, list[int] | None]:

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torchattacks  # noqa: E402
+from bench_full_n import whitebox_fooled  # noqa: E402
 
 from advdefense.attacks import SparseRS  # noqa: E402
 from advdefense.attacks.sparse_pgd import project_l0  # noqa: E402
@@ -139,23 +140,6 @@ def run_torchattack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tenso
             "max_l0": max(l0), "max_raw_l0": max(raw_l0),
             "raw_over_k": sum(r > args.k for r in raw_l0),
             "mean_queries": round(float(np.mean(queries)), 1), "fooled": f}
-
-
-def whitebox_fooled(path: str, model: str, n_test: int, idx) -> torch.Tensor:
-    """(len(idx),) bool: the white-box worst case of ``bench_full_n.py``'s JSON fooled the digit.
-
-    The JSON must come from the same model on every test digit (its worst case covers all)."""
-    bench = json.loads(Path(path).read_text())
-    ran_on = {m for shard in bench.get("per_shard", []) for m in shard["full_n"]["models"]}
-    if model not in ran_on:
-        raise SystemExit(f"{path} is a run on {sorted(ran_on)}, not on {model!r}")
-    row = bench["combined"].get("worst_case/whitebox")
-    if row is None or "fooled" not in row:
-        raise SystemExit(f"{path} has no per-image white-box worst case (rerun bench_full_n.py)")
-    if row["n"] != n_test:
-        raise SystemExit(f"{path} covers {row['n']} digits, not all {n_test} test digits")
-    fooled = set(row["fooled"])
-    return torch.tensor([int(i) in fooled for i in idx], dtype=torch.bool)
 
 
 def with_whitebox(worst: torch.Tensor, whitebox: torch.Tensor, source: str) -> dict:

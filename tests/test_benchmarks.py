@@ -185,3 +185,50 @@ def test_l0_check_refuses_a_full_n_run_of_another_model(tmp_path) -> None:
     assert bench.whitebox_fooled(str(path), "other", 10, [1, 3]).tolist() == [False, True]
     with pytest.raises(SystemExit, match="not all 12"):
         bench.whitebox_fooled(str(path), "other", 12, [1, 3])
+
+
+def test_linf_check_keeps_per_image_outcomes_and_joins_the_white_box_worst_case(tmp_path) -> None:
+    """check_linf_independent.py: each digit's outcome per attack gives its accuracies; with
+    --worst-with the evaluation's white-box worst case is or-ed in, and a JSON of another model is
+    refused before any attack runs."""
+    import json
+
+    import pytest
+
+    from advdefense.lit.classifier import member_pipeline
+    from advdefense.nets import SmallCNN
+    from advdefense.preprocess import Identity
+    from advdefense.registry import register_model
+    from advdefense.sampling import stratified_sample
+
+    torch.manual_seed(0)
+    spec = {"preprocess": {"_target_": "advdefense.preprocess.Identity"},
+            "net": {"_target_": "advdefense.nets.SmallCNN", "channels": [4, 8], "hidden": 16}}
+    register_model(tmp_path, "tiny", member_pipeline(Identity(), SmallCNN((4, 8), 16)), "member",
+                   spec)
+    from advdefense.data import load_mnist67
+
+    _, labels = load_mnist67("test")
+    idx = [int(i) for i in stratified_sample(labels, 4, 0)]
+    full_n = tmp_path / "full_n.json"
+    full_n.write_text(json.dumps({"per_shard": [{"full_n": {"models": ["tiny"]}}], "combined": {
+        "worst_case/whitebox": {"n": len(labels), "fooled": [idx[0]]}}}))
+    bench = _bench("check_linf_independent")
+    out = tmp_path / "linf.json"
+    res = bench.main(["--models-dir", str(tmp_path), "--model", "tiny", "--n", "4",
+                      "--worst-with", str(full_n), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res))
+    images = res["images"]
+    assert images["index"] == idx and images["fooled"]["whitebox_worst"] == [True] + [False] * 3
+    attacks = list(res["accuracy"])
+    for name in attacks:
+        assert res["accuracy"][name] == round(1 - sum(images["fooled"][name]) / 4, 4)
+    any_fooled = [any(images["fooled"][a][j] for a in attacks + ["whitebox_worst"])
+                  for j in range(4)]
+    assert res["with_whitebox"]["per_image_worst"] == round(1 - sum(any_fooled) / 4, 4)
+    assert res["with_whitebox"]["whitebox_alone"] == 0.75
+    with pytest.raises(SystemExit, match="not on 'tiny'"):
+        full_n.write_text(full_n.read_text().replace('["tiny"]', '["other"]'))
+        bench.main(["--models-dir", str(tmp_path), "--model", "tiny", "--n", "4",
+                    "--worst-with", str(full_n), "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
