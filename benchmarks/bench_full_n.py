@@ -18,9 +18,9 @@ measured without waiting hours: on a machine with 16 idle cores, 8 shards of 2 c
 Writes ``benchmarks/results/eval_full_n_sharded.json`` (``--out``): per shard wall time, load
 averages, stage times, rows (n, correct, seconds) and the cascade's extra images; combined: the
 summed wall time and the worst cases' accuracy on the union of the shards. Every row also keeps
-the test-set indices of the digits it fooled (``fooled``; per shard also ``covered`` for a
-budgeted row), so a worst case with attacks run elsewhere on the same digits can be formed
-(``check_l0_independent.py --worst-with``).
+the test-set indices of the digits it fooled (``fooled``) and, for a budgeted row, of the
+digits it covered (``covered``), so a worst case with attacks run elsewhere on the same digits
+can be formed (``check_l0_independent.py`` and ``check_linf_independent.py --worst-with``).
 
 **The model-time floor.** Each shard counts the images its attacks pass through the goal model
 (a forward hook on every attacked copy and on the predicting model): ``forward`` (no input
@@ -78,6 +78,34 @@ def whitebox_fooled(path: str, model: str, n_test: int, idx) -> torch.Tensor:
     import torch
 
     return torch.tensor([int(i) in fooled for i in idx], dtype=torch.bool)
+
+
+def combine(shards: list[dict]) -> dict[str, dict]:
+    """The shards' rows summed: n, correct, seconds, accuracy, ``fooled`` (test indices, merged)
+    and ``covered`` (the test indices a row answers for; None when it covers every digit of every
+    shard). Shards written before they kept their ``index`` leave ``covered`` out."""
+    combined: dict[str, dict] = {}
+    every = sum(s["n"] for s in shards)
+    for s in shards:
+        for key, r in s["rows"].items():
+            c = combined.setdefault(key, {"n": 0, "correct": 0, "seconds": 0.0, "fooled": [],
+                                          "covered": []})
+            c["n"] += r["n"]
+            c["correct"] += r["correct"]
+            c["seconds"] += r["seconds"] or 0.0
+            c["fooled"] = sorted(c["fooled"] + r.get("fooled", []))
+            mine = r.get("covered") if r.get("covered") is not None else s.get("index")
+            c["covered"] = None if mine is None or c["covered"] is None else c["covered"] + mine
+    for c in combined.values():
+        c["accuracy"] = round(c["correct"] / c["n"], 4) if c["n"] else None
+        c["seconds"] = round(c["seconds"], 1)
+        if c["covered"] is None:             # a shard without its index: unknown
+            del c["covered"]
+        elif len(c["covered"]) == every:
+            c["covered"] = None
+        else:
+            c["covered"] = sorted(c["covered"])
+    return combined
 
 
 def per_image(cell, part) -> dict[str, list[int] | None]:
@@ -240,7 +268,8 @@ def worker(args: argparse.Namespace) -> None:
     for cell in out["cells"]:
         if cell.model == args.model and f"{cell.attack}/{cell.threat}" in rows:
             rows[f"{cell.attack}/{cell.threat}"] |= per_image(cell, part)
-    result = {"shard": args.shard, "n": len(y), "wall_s": round(wall, 1),
+    result = {"shard": args.shard, "n": len(y), "index": [int(i) for i in part],
+              "wall_s": round(wall, 1),
               "threads": args.threads, "load_avg_before": load_before, "load_avg_after": _load(),
               "timings": out["meta"]["timings"], "full_n": out["meta"]["full_n"], "rows": rows,
               "passes": {"forward": counter.forward, "gradient": counter.gradient}}
@@ -282,17 +311,7 @@ def main() -> None:
     codes = [p.wait() for p in procs]
     shards = [json.loads((tmp / f"shard{i}.json").read_text())
               for i in range(args.shards) if (tmp / f"shard{i}.json").is_file()]
-    combined: dict[str, dict[str, float]] = {}
-    for s in shards:
-        for key, r in s["rows"].items():
-            c = combined.setdefault(key, {"n": 0, "correct": 0, "seconds": 0.0, "fooled": []})
-            c["n"] += r["n"]
-            c["correct"] += r["correct"]
-            c["seconds"] += r["seconds"] or 0.0
-            c["fooled"] = sorted(c["fooled"] + r.get("fooled", []))
-    for c in combined.values():
-        c["accuracy"] = round(c["correct"] / c["n"], 4) if c["n"] else None
-        c["seconds"] = round(c["seconds"], 1)
+    combined = combine(shards)
     rates = model_rates(args.models_dir, name=args.model)
     n_done = sum(s["n"] for s in shards)
     passes = {k: sum(s.get("passes", {}).get(k, 0) for s in shards)

@@ -171,6 +171,27 @@ def test_full_n_rows_keep_the_test_indices_of_the_digits_they_fooled() -> None:
     assert bench.per_image(budget, part) == {"fooled": [40], "covered": [20, 40]}
 
 
+def test_full_n_combined_rows_merge_what_the_shards_fooled_and_covered() -> None:
+    bench = _bench("bench_full_n")
+    shards = [{"n": 2, "index": [10, 30], "rows": {
+                   "fgsm/whitebox": {"n": 2, "correct": 1, "seconds": 1.0, "fooled": [30],
+                                     "covered": None},
+                   "pgd/whitebox": {"n": 1, "correct": 0, "seconds": 2.0, "fooled": [10],
+                                    "covered": [10]}}},
+              {"n": 2, "index": [20, 40], "rows": {
+                   "fgsm/whitebox": {"n": 2, "correct": 2, "seconds": 1.5, "fooled": [],
+                                     "covered": None},
+                   "pgd/whitebox": {"n": 1, "correct": 1, "seconds": 2.0, "fooled": [],
+                                    "covered": [40]}}}]
+    out = bench.combine(shards)
+    assert out["fgsm/whitebox"] == {"n": 4, "correct": 3, "seconds": 2.5, "fooled": [30],
+                                    "covered": None, "accuracy": 0.75}
+    assert out["pgd/whitebox"]["covered"] == [10, 40] and out["pgd/whitebox"]["fooled"] == [10]
+    assert out["pgd/whitebox"]["accuracy"] == 0.5
+    del shards[1]["index"]                       # a shard written before it kept its index
+    assert "covered" not in bench.combine(shards)["fgsm/whitebox"]
+
+
 def test_l0_check_refuses_a_full_n_run_of_another_model(tmp_path) -> None:
     import json
 
