@@ -7,7 +7,7 @@ case (a digit counts as robust only if every attack failed on it). The JSON keep
 outcomes (``images``: test-set index, label, and which attacks fooled each digit). With
 ``--worst-with`` (the JSON of ``bench_full_n.py`` on all test digits of the same model), it also
 reports the worst case over these attacks *and* the white-box worst case on the same digits.
-``--rejoin <an earlier JSON of this script> --worst-with <bench_full_n JSON>`` forms that worst
+``--merge <an earlier JSON of this script> --worst-with <bench_full_n JSON>`` forms that worst
 case from the earlier run's per-image outcomes without running any attack again.
 
 All 1,986 digits on a few cores: ``--skip-done <earlier JSONs>`` leaves out the digits those runs
@@ -27,7 +27,7 @@ pixels and would exceed k without the projection. Raw (unprojected) L0 counts ar
     python benchmarks/check_l0_independent.py --models-dir models/robust \\
         --model stacker_adv_mean --n 100
     # the worst case with a white-box run, from an earlier run's outcomes (no attack rerun)
-    python benchmarks/check_l0_independent.py --rejoin benchmarks/results/sparse_rs.json \\
+    python benchmarks/check_l0_independent.py --merge benchmarks/results/sparse_rs.json \\
         --worst-with benchmarks/results/eval_full_n.json --out /tmp/joined.json
     # every test digit: the 1,586 outside an earlier n=400 run, in two processes, then one JSON
     python benchmarks/check_l0_independent.py --models-dir models/robust --model stacker_adv_mean \\
@@ -150,35 +150,6 @@ def with_whitebox(worst: torch.Tensor, whitebox: torch.Tensor, source: str) -> d
             "whitebox_alone": round(1 - float(whitebox.float().mean()), 4)}
 
 
-def rejoin(args: argparse.Namespace) -> None:
-    """Join an earlier, complete run of this script (``args.rejoin``) to ``args.worst_with``.
-
-    No attack runs: the earlier run's per-image outcomes are or-ed with the white-box worst case
-    of the same model on the same digits, and the earlier JSON is written out with that row."""
-    if not args.worst_with:
-        raise SystemExit("--rejoin needs --worst-with (a bench_full_n.py JSON of the same model)")
-    prev = json.loads(Path(args.rejoin).read_text())
-    if not prev.get("complete") or "images" not in prev:
-        raise SystemExit(f"{args.rejoin} is not a complete run of this script with per-image "
-                         "outcomes; rerun it")
-    if args.model and args.model != prev["model"]:
-        raise SystemExit(f"{args.rejoin} is a run on {prev['model']!r}, not on {args.model!r}")
-    _, yte = load_mnist67("test", args.data)
-    images = prev["images"]
-    whitebox = whitebox_fooled(args.worst_with, prev["model"], len(yte), images["index"])
-    fooled = {a: torch.tensor(f, dtype=torch.bool) for a, f in images["fooled"].items()
-              if a != "whitebox_worst"}
-    worst = torch.stack(list(fooled.values())).any(0)
-    rows = [r for r in prev["rows"] if "with the white-box worst case" not in r["attack"]]
-    rows.append(with_whitebox(worst, whitebox, args.worst_with))
-    out = prev | {"rows": rows, "rejoined": {"from": args.rejoin, "command": " ".join(sys.argv)},
-                  "images": images | {"fooled": {a: f.tolist() for a, f in fooled.items()}
-                                      | {"whitebox_worst": whitebox.tolist()}}}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(out, indent=1) + "\n")
-    print(json.dumps(rows[-1]))
-
-
 SETTINGS = ("model", "k")                     # what runs joined by --merge must share
 
 
@@ -217,9 +188,12 @@ def _merged_row(rows: list[dict], fooled: torch.Tensor | None, counts: list[int]
 
 
 def merge(args: argparse.Namespace) -> None:
-    """Join complete runs of this script on disjoint digits (``args.merge``) into one JSON."""
+    """Join complete runs of this script on disjoint digits (``args.merge``; one run is fine)
+    into one JSON, with the white-box worst case of ``args.worst_with`` if given."""
     runs = [json.loads(Path(path).read_text()) for path in args.merge]
     _same_settings(runs, args.merge)
+    if args.model and args.model != runs[0]["model"]:
+        raise SystemExit(f"{args.merge[0]} is a run on {runs[0]['model']!r}, not on {args.model!r}")
     index = [i for run in runs for i in run["images"]["index"]]
     if len(set(index)) != len(index):
         raise SystemExit("the runs to --merge share digits; give runs on disjoint digits "
@@ -316,22 +290,16 @@ def main() -> None:
     ap.add_argument("--worst-with", default=None,
                     help="bench_full_n.py JSON of the same model on all test digits: add the "
                          "worst case with its white-box worst case")
-    ap.add_argument("--rejoin", default=None,
-                    help="an earlier complete JSON of this script: join it to --worst-with "
-                         "without running any attack")
     ap.add_argument("--skip-done", nargs="*", default=[],
                     help="earlier JSONs of this script: leave out the digits they covered")
     ap.add_argument("--shard", default=None, help="I/N: keep every N-th digit from the I-th")
     ap.add_argument("--merge", nargs="*", default=[],
-                    help="complete JSONs of this script on disjoint digits: join them into one "
-                         "(--out), without running any attack")
+                    help="complete JSONs of this script on disjoint digits (or one): join them "
+                         "into one (--out), with --worst-with if given, running no attack")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "l0_independent.json"))
     args = ap.parse_args()
     if args.merge:
         merge(args)
-        return
-    if args.rejoin:
-        rejoin(args)
         return
 
     model, name = load(args)

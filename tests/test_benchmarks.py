@@ -99,14 +99,14 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     assert rows["clean"] == round(1 - sum(fooled["clean"]) / 6, 4)
     assert rows["per-image worst case"] == round(1 - sum(fooled["sparse_rs"]) / 6, 4)
 
-    # --rejoin: the same outcomes joined to another white-box run, with no attack rerun
+    # --merge of one run: the same outcomes joined to another white-box run, no attack rerun
     second = images["index"][-1]
     bench_json.write_text(json.dumps({
         "per_shard": [{"full_n": {"models": ["member"]}}],
         "combined": {"worst_case/whitebox": {"n": len(labels), "fooled": [first, second]}}}))
     joined = tmp_path / "joined.json"
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
-                          "--rejoin", str(out), "--worst-with", str(bench_json),
+                          "--merge", str(out), "--worst-with", str(bench_json),
                           "--data", str(data_dir), "--out", str(joined)],
                          check=True, cwd=tmp_path, capture_output=True, text=True)
     again = json.loads(joined.read_text())
@@ -119,7 +119,7 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     assert again["rows"][-1]["whitebox_alone"] == round(4 / 6, 4)
     assert json.loads(run.stdout.strip().splitlines()[-1]) == again["rows"][-1]
     refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
-                              "--rejoin", str(out), "--worst-with", str(bench_json),
+                              "--merge", str(out), "--worst-with", str(bench_json),
                               "--model", "other", "--data", str(data_dir), "--out", str(joined)],
                              cwd=tmp_path, capture_output=True, text=True)
     assert refused.returncode != 0 and "not on 'other'" in refused.stderr
