@@ -150,7 +150,10 @@ def with_whitebox(worst: torch.Tensor, whitebox: torch.Tensor, source: str) -> d
             "whitebox_alone": round(1 - float(whitebox.float().mean()), 4)}
 
 
-SETTINGS = ("model", "k")                     # what runs joined by --merge must share
+def _settings(run: dict) -> dict:
+    """What runs joined by --merge must share: model, k, queries and the attacks run."""
+    return {"model": run["model"], "k": run["k"], "queries": run["args"]["queries"],
+            "attacks": sorted(set(run["images"]["fooled"]) - {"whitebox_worst"})}
 
 
 def _same_settings(runs: list[dict], paths: list[str]) -> None:
@@ -158,15 +161,12 @@ def _same_settings(runs: list[dict], paths: list[str]) -> None:
         if not run.get("complete") or "images" not in run:
             raise SystemExit(f"{path} is not a complete run of this script with per-image "
                              "outcomes; rerun it")
-        mine, first = (
-            {key: r[key] for key in SETTINGS} | {"queries": r["args"]["queries"], "attacks": sorted(
-                set(r["images"]["fooled"]) - {"whitebox_worst"})} for r in (run, runs[0]))
-        if mine != first:
-            raise SystemExit(f"{path} was run with {mine}, {paths[0]} with {first}: "
-                             "--merge joins runs of one model and settings only")
+        if _settings(run) != _settings(runs[0]):
+            raise SystemExit(f"{path} was run with {_settings(run)}, {paths[0]} with "
+                             f"{_settings(runs[0])}: --merge joins runs of one model and settings")
 
 
-def _merged_row(rows: list[dict], fooled: torch.Tensor | None, counts: list[int]) -> dict:
+def _merged_row(rows: list[dict], fooled: torch.Tensor, counts: list[int]) -> dict:
     """One row from the same row of several runs: accuracy from the joined outcomes ``fooled``
     ((n,) bool), ``max_*`` the largest, ``mean_*`` weighted by each run's ``counts``, other
     numbers summed."""
@@ -182,8 +182,7 @@ def _merged_row(rows: list[dict], fooled: torch.Tensor | None, counts: list[int]
                              / sum(counts), 1)
         else:
             out[key] = round(sum(values), 1) if isinstance(value, float) else sum(values)
-    if fooled is not None:
-        out["accuracy"] = round(1 - float(fooled.float().mean()), 4)
+    out["accuracy"] = round(1 - float(fooled.float().mean()), 4)
     return out
 
 
