@@ -186,7 +186,7 @@ def _merged_row(rows: list[dict], fooled: torch.Tensor, counts: list[int]) -> di
     return out
 
 
-def merge(args: argparse.Namespace) -> None:
+def merge(args: argparse.Namespace, command: str) -> None:
     """Join complete runs of this script on disjoint digits (``args.merge``; one run is fine)
     into one JSON, with the white-box worst case of ``args.worst_with`` if given."""
     runs = [json.loads(Path(path).read_text()) for path in args.merge]
@@ -222,7 +222,7 @@ def merge(args: argparse.Namespace) -> None:
         rows.append(with_whitebox(worst, whitebox, args.worst_with))
         images["fooled"]["whitebox_worst"] = whitebox.tolist()
     sparse_rs = rows[1]["accuracy"]
-    out = runs[0] | {"n": len(index), "rows": rows, "images": images, "command": " ".join(sys.argv),
+    out = runs[0] | {"n": len(index), "rows": rows, "images": images, "command": command,
                      "merged": {"from": args.merge, "n": counts,
                                 "commands": [run["command"] for run in runs]},
                      "independent_within_0.01": all(r["accuracy"] >= sparse_rs - 0.01
@@ -265,7 +265,8 @@ def load(args: argparse.Namespace) -> tuple[nn.Module, str]:
     return load_model(model_path(args.models_dir, args.model), args.device).eval(), args.model
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The command line (``argv``: its arguments; None: ``sys.argv``)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models-dir", default=str(ROOT / "models"))
     ap.add_argument("--model", default=None, help="registry name, e.g. stacker_adv_mean")
@@ -296,9 +297,10 @@ def main() -> None:
                     help="complete JSONs of this script on disjoint digits (or one): join them "
                          "into one (--out), with --worst-with if given, running no attack")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "l0_independent.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    command = " ".join(sys.argv if argv is None else [str(Path(__file__).relative_to(ROOT)), *argv])
     if args.merge:
-        merge(args)
+        merge(args, command)
         return
 
     model, name = load(args)
@@ -336,7 +338,7 @@ def main() -> None:
         out = {"model": name, "n": len(y), "k": args.k, "device": str(args.device),
                "shard": args.shard,
                "machine": platform.platform(), "torchattacks": torchattacks.__version__,
-               "command": " ".join(sys.argv), "args": vars(args), "rows": done,
+               "command": command, "args": vars(args), "rows": done,
                "complete": attack is None, "independent_within_0.01":
                all(r["accuracy"] >= rows[1]["accuracy"] - 0.01 for r in rows[2:]),
                "images": {"index": idx.tolist(), "label": y.cpu().tolist(),

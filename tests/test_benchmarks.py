@@ -99,16 +99,20 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     assert rows["clean"] == round(1 - sum(fooled["clean"]) / 6, 4)
     assert rows["per-image worst case"] == round(1 - sum(fooled["sparse_rs"]) / 6, 4)
 
+    # the rest in-process (the script's main), to keep the suite short
+    import pytest
+
+    check = _bench("check_l0_independent")
+
     # --merge of one run: the same outcomes joined to another white-box run, no attack rerun
     second = images["index"][-1]
     bench_json.write_text(json.dumps({
         "per_shard": [{"full_n": {"models": ["member"]}}],
         "combined": {"worst_case/whitebox": {"n": len(labels), "fooled": [first, second]}}}))
     joined = tmp_path / "joined.json"
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
-                          "--merge", str(out), "--worst-with", str(bench_json),
-                          "--data", str(data_dir), "--out", str(joined)],
-                         check=True, cwd=tmp_path, capture_output=True, text=True)
+    join = ["--merge", str(out), "--worst-with", str(bench_json), "--data", str(data_dir),
+            "--out", str(joined)]
+    check.main(join)
     again = json.loads(joined.read_text())
     wb = [i in (first, second) for i in images["index"]]
     assert again["images"]["fooled"]["whitebox_worst"] == wb
@@ -117,28 +121,20 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     both = [a or b for a, b in zip(fooled["sparse_rs"], wb, strict=True)]
     assert again["rows"][-1]["accuracy"] == round(1 - sum(both) / 6, 4)
     assert again["rows"][-1]["whitebox_alone"] == round(4 / 6, 4)
-    assert json.loads(run.stdout.strip().splitlines()[-1]) == again["rows"][-1]
-    refused = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
-                              "--merge", str(out), "--worst-with", str(bench_json),
-                              "--model", "other", "--data", str(data_dir), "--out", str(joined)],
-                             cwd=tmp_path, capture_output=True, text=True)
-    assert refused.returncode != 0 and "not on 'other'" in refused.stderr
+    with pytest.raises(SystemExit, match="not on 'other'"):
+        check.main(join + ["--model", "other"])
 
     # --skip-done + --shard: the rest of 10 digits in two processes; --merge joins all three runs
-    script = [sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
-              "--state-dict", str(state), "--narrow", "--n", "10", "--queries", "40",
+    script = ["--state-dict", str(state), "--narrow", "--n", "10", "--queries", "40",
               "--attacks", "--data", str(data_dir), "--skip-done", str(out)]
     for part in (0, 1):
-        subprocess.run(script + ["--shard", f"{part}/2", "--out", str(tmp_path / f"p{part}.json")],
-                       check=True, cwd=tmp_path, capture_output=True)
+        check.main(script + ["--shard", f"{part}/2", "--out", str(tmp_path / f"p{part}.json")])
     parts = [json.loads((tmp_path / f"p{part}.json").read_text()) for part in (0, 1)]
     rest = [i for i in stratified_sample(labels, 10, seed=0).tolist() if i not in images["index"]]
     assert parts[0]["images"]["index"] == rest[0::2] and parts[1]["images"]["index"] == rest[1::2]
     merged = tmp_path / "all.json"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
-                    "--merge", str(out), str(tmp_path / "p0.json"), str(tmp_path / "p1.json"),
-                    "--worst-with", str(bench_json), "--data", str(data_dir), "--out", str(merged)],
-                   check=True, cwd=tmp_path, capture_output=True)
+    check.main(["--merge", str(out), str(tmp_path / "p0.json"), str(tmp_path / "p1.json"),
+                "--worst-with", str(bench_json), "--data", str(data_dir), "--out", str(merged)])
     m = json.loads(merged.read_text())
     runs = [res] + parts
     assert m["images"]["index"] == images["index"] + rest[0::2] + rest[1::2]
@@ -152,11 +148,10 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     wb = [i in (first, second) for i in m["images"]["index"]]
     either = [a or b for a, b in zip(srs, wb, strict=True)]
     assert m["rows"][-1]["accuracy"] == round(1 - sum(either) / m["n"], 4)
-    clash = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "check_l0_independent.py"),
-                            "--merge", str(out), str(out), "--data", str(data_dir),
-                            "--out", str(tmp_path / "x.json")],
-                           cwd=tmp_path, capture_output=True, text=True)
-    assert clash.returncode != 0 and "share digits" in clash.stderr
+    with pytest.raises(SystemExit, match="share digits"):
+        check.main(["--merge", str(out), str(out), "--data", str(data_dir),
+                    "--out", str(tmp_path / "x.json")])
+    assert not (tmp_path / "x.json").exists()
 
 
 def test_full_n_rows_keep_the_test_indices_of_the_digits_they_fooled() -> None:
