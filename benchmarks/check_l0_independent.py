@@ -14,6 +14,8 @@ All 1,986 digits on a few cores: ``--skip-done <earlier JSONs>`` leaves out the 
 covered and ``--shard I/N`` keeps every N-th of the rest; run one process per shard, then
 ``--merge <JSONs>`` joins runs of the same model and settings on disjoint digits into one JSON
 (rows recomputed from the per-image outcomes; seconds summed; ``--worst-with`` applies).
+``--below 500`` keeps only the first 500 test digits, where the failures concentrate: a cheap
+screen of a new model that a later ``--skip-done`` run completes to all 1,986.
 
 The pixel budget for the torchattacks attacks: they query the model through an oracle that
 projects every queried image onto the k-pixel L0 ball around the original (keep the k largest
@@ -235,8 +237,11 @@ def merge(args: argparse.Namespace, command: str) -> None:
 
 
 def select_digits(labels: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
-    """Test-set indices to attack: ``--n`` stratified, less ``--skip-done``, then ``--shard``."""
+    """Test-set indices to attack: ``--n`` stratified, those below ``--below``, less
+    ``--skip-done``, then ``--shard``."""
     idx = torch.as_tensor(stratified_sample(labels, args.n, seed=0))
+    if args.below is not None:
+        idx = idx[idx < args.below]
     if args.skip_done:
         done = {int(i) for path in args.skip_done
                 for i in json.loads(Path(path).read_text())["images"]["index"]}
@@ -292,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
                          "worst case with its white-box worst case")
     ap.add_argument("--skip-done", nargs="*", default=[],
                     help="earlier JSONs of this script: leave out the digits they covered")
+    ap.add_argument("--below", type=int, default=None,
+                    help="keep only test indices below this (--n 1986 --below 500: the first 500 "
+                         "test digits, the hard ones; a screen a later --skip-done run completes)")
     ap.add_argument("--shard", default=None, help="I/N: keep every N-th digit from the I-th")
     ap.add_argument("--merge", nargs="*", default=[],
                     help="complete JSONs of this script on disjoint digits (or one): join them "

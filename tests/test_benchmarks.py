@@ -148,6 +148,12 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     wb = [i in (first, second) for i in m["images"]["index"]]
     either = [a or b for a, b in zip(srs, wb, strict=True)]
     assert m["rows"][-1]["accuracy"] == round(1 - sum(either) / m["n"], 4)
+    # --below: only test indices under the bound, still stratified and in sample order
+    low = tmp_path / "low.json"
+    check.main(["--state-dict", str(state), "--narrow", "--n", "40", "--queries", "2",
+                "--attacks", "--data", str(data_dir), "--below", "300", "--out", str(low)])
+    sample = stratified_sample(labels, 40, seed=0).tolist()
+    assert json.loads(low.read_text())["images"]["index"] == [i for i in sample if i < 300] != []
     with pytest.raises(SystemExit, match="share digits"):
         check.main(["--merge", str(out), str(out), "--data", str(data_dir),
                     "--out", str(tmp_path / "x.json")])
