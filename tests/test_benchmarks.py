@@ -254,3 +254,25 @@ def test_linf_check_keeps_per_image_outcomes_and_joins_the_white_box_worst_case(
         bench.main(["--models-dir", str(tmp_path), "--model", "tiny", "--n", "4",
                     "--worst-with", str(full_n), "--out", str(tmp_path / "x.json")])
     assert not (tmp_path / "x.json").exists()
+
+
+def test_l0_training_rows_can_all_be_skipped_and_worst_cases_use_what_ran() -> None:
+    """bench_l0_training.py --skip: with every attack row skipped the member is only trained
+    (no worst case formed from nothing); with only the clean row, each worst case is the clean
+    accuracy."""
+    import argparse
+
+    bench = _bench("bench_l0_training")
+    torch.manual_seed(0)
+    model = bench.make_model(narrow=True).eval()
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 0, 1])
+    names = [name for name, _ in bench.attacks(argparse.Namespace(skip=[], spatial=False,
+                                                                  queries=2))]
+    args = argparse.Namespace(skip=names, spatial=False, queries=2)
+    assert bench.evaluate(model, x, y, args) == []
+    args.skip = [n for n in names if n != "clean"]
+    rows = bench.evaluate(model, x, y, args)
+    with torch.no_grad():
+        clean = round(float((model(x).argmax(1) == y).float().mean()), 4)
+    assert [r["attack"] for r in rows][0] == "clean" and len(rows) == 3
+    assert all(r["accuracy"] == clean for r in rows)
