@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--onepixel-steps", type=int, default=100, help="DE generations")
     ap.add_argument("--onepixel-popsize", type=int, default=100,
                     help="population (at least 3 k: 3 numbers per pixel)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seeds our Sparse-RS and the torchattacks attacks")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", default=str(ROOT / "data"))
     ap.add_argument("--progress", action="store_true")
@@ -319,7 +320,8 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         clean = (model(x).argmax(1) != y).cpu()
     start = time.perf_counter()
-    res = SparseRS(k=args.k, max_queries=args.queries, eval_batch=4096).run(model, x, y)
+    res = SparseRS(k=args.k, max_queries=args.queries, eval_batch=4096,
+                   seed=args.seed).run(model, x, y)
     ours = res.success.cpu() | clean
     rows = [{"attack": "clean", "accuracy": round(1 - float(clean.float().mean()), 4)},
             {"attack": f"ours: Sparse-RS k={args.k}, {args.queries} queries",
