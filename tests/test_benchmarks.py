@@ -58,7 +58,8 @@ def test_full_n_floor_counts_attack_passes_and_scales_them_to_the_test_set() -> 
     assert out["floor_min_1986_on_2_cores"] == round(2.0 * 1986 / 2 / 60, 1)
 
 
-def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, data_dir) -> None:
+def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, data_dir,
+                                                                    monkeypatch) -> None:
     """check_l0_independent.py writes, per digit, which attacks fooled it; the JSON's accuracies
     are those outcomes' means, so a worst case with other attacks can be formed later."""
     import json
@@ -148,10 +149,21 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     wb = [i in (first, second) for i in m["images"]["index"]]
     either = [a or b for a, b in zip(srs, wb, strict=True)]
     assert m["rows"][-1]["accuracy"] == round(1 - sum(either) / m["n"], 4)
-    # --below: only test indices under the bound, still stratified and in sample order
+    # --below: only test indices under the bound, still stratified and in sample order;
+    # --seed reaches our Sparse-RS
+    seeds = []
+
+    class Recorded(check.SparseRS):
+        def __init__(self, *a, **kw) -> None:
+            seeds.append(kw.get("seed"))
+            super().__init__(*a, **kw)
+
+    monkeypatch.setattr(check, "SparseRS", Recorded)
     low = tmp_path / "low.json"
     check.main(["--state-dict", str(state), "--narrow", "--n", "40", "--queries", "2",
-                "--attacks", "--data", str(data_dir), "--below", "300", "--out", str(low)])
+                "--attacks", "--data", str(data_dir), "--below", "300", "--seed", "3",
+                "--out", str(low)])
+    assert seeds == [3]
     sample = stratified_sample(labels, 40, seed=0).tolist()
     assert json.loads(low.read_text())["images"]["index"] == [i for i in sample if i < 300] != []
     with pytest.raises(SystemExit, match="share digits"):
