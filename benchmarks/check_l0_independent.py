@@ -153,8 +153,10 @@ def with_whitebox(worst: torch.Tensor, whitebox: torch.Tensor, source: str) -> d
 
 
 def _settings(run: dict) -> dict:
-    """What runs joined by --merge must share: model, k, queries and the attacks run."""
+    """What runs joined by --merge must share: model, k, queries, the attack seed and the
+    attacks run (the merged JSON keeps one ``args``, so it must be true of every part)."""
     return {"model": run["model"], "k": run["k"], "queries": run["args"]["queries"],
+            "seed": run["args"].get("seed", 0),
             "attacks": sorted(set(run["images"]["fooled"]) - {"whitebox_worst"})}
 
 

@@ -166,6 +166,13 @@ def test_l0_check_keeps_per_image_outcomes_that_give_its_accuracies(tmp_path, da
     assert seeds == [3]
     sample = stratified_sample(labels, 40, seed=0).tolist()
     assert json.loads(low.read_text())["images"]["index"] == [i for i in sample if i < 300] != []
+    # runs with another attack seed are refused: the merged JSON would report one seed
+    seeded = json.loads(out.read_text())
+    seeded["args"]["seed"] = 3
+    (tmp_path / "seeded.json").write_text(json.dumps(seeded))
+    with pytest.raises(SystemExit, match="'seed': 3"):
+        check.main(["--merge", str(tmp_path / "p0.json"), str(tmp_path / "seeded.json"),
+                    "--data", str(data_dir), "--out", str(tmp_path / "x.json")])
     with pytest.raises(SystemExit, match="share digits"):
         check.main(["--merge", str(out), str(out), "--data", str(data_dir),
                     "--out", str(tmp_path / "x.json")])
