@@ -228,3 +228,12 @@ def test_the_k30_mix_differs_from_the_l0_mix_only_in_the_sparse_budget():
     assert k30["defenses"][3]["attack"]["k"] == 30
     k30["defenses"][3]["attack"]["k"] = 20
     assert k30 == l0
+
+
+def test_the_k40_mix_differs_from_the_k30_mix_only_in_the_sparse_budget():
+    """defense=pgd_spatial_uae_l0k40 (experiment=robust's third member): sparse PGD at k = 40."""
+    k40 = _built("defense", "pgd_spatial_uae_l0k40")
+    k30 = _built("defense", "pgd_spatial_uae_l0k30")
+    assert k40["defenses"][3]["attack"]["k"] == 40
+    k40["defenses"][3]["attack"]["k"] = 30
+    assert k40 == k30
